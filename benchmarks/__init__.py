@@ -1,0 +1,1 @@
+"""Latency/throughput/memory harness behind `icnseg bench`."""

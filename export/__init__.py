@@ -1,0 +1,1 @@
+"""Export: checkpoint -> prm.onnx (forward + peaks + explicit gradient graph), icn.onnx, manifest."""

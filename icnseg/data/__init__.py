@@ -1,0 +1,1 @@
+"""VOC-layout reader, synthetic shapes generator, transforms."""

@@ -1,0 +1,1 @@
+"""Backbones, the PRM classifier and peak finding, and the ICN."""

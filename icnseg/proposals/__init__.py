@@ -1,0 +1,1 @@
+"""Mask proposals: built-in generator and loaders for precomputed proposals."""

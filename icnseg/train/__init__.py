@@ -1,0 +1,1 @@
+"""Two-stage training: stage 1 classifier, stage 2 ICN."""

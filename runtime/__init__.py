@@ -1,0 +1,1 @@
+"""Runtime: backends (torch, onnxruntime, tensorrt), engine chaining, device buffers, CUDA matcher."""
