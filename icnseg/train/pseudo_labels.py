@@ -1,0 +1,79 @@
+"""Stage-2 training targets: naive PRMs of a frozen classifier, paired with pseudo masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from icnseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Target:
+    """One ICN training example: image index, its peak, naive PRM and target mask."""
+
+    image_index: int
+    peak: np.ndarray  # (class, y, x, value)
+    prm: np.ndarray  # float16 [H, W], raw naive PRM
+    mask: np.ndarray  # bool [H, W], pseudo label (or instance-saliency mask)
+
+
+def naive_prms(classifier, image: np.ndarray, present: np.ndarray, peak_cfg, rule: str,
+               mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """Peaks (Eq. 1) of the classes in ``present`` and their naive PRMs (Eq. 2) for one image."""
+    import torch
+
+    from icnseg.data.transforms import normalize
+    from icnseg.models.prm import find_peaks
+    from icnseg.models.prm_backprop import peak_response_maps
+
+    x = torch.from_numpy(normalize(image, mean, std))[None]
+    with torch.no_grad():
+        crm = classifier(x)[0]
+    peaks = find_peaks(crm, present, peak_cfg)
+    if len(peaks) == 0:
+        return peaks, np.zeros((0,) + image.shape[:2], np.float32)
+    prm = peak_response_maps(classifier, x, peaks, rule=rule)
+    return peaks, prm.detach().numpy().astype(np.float32)
+
+
+def proposal_targets(prm: np.ndarray, proposals, match_cfg, k: int) -> list[np.ndarray]:
+    """Pseudo label per PRM: union of its top-``k`` matched proposals (paper 3.2)."""
+    from icnseg.matching import match_scores, pseudo_label
+
+    if len(proposals) == 0:
+        return [np.zeros(prm.shape[1:], bool) for _ in prm]
+    v = minmax(prm)
+    scores = match_scores(v, proposals, match_cfg, prm=prm)
+    return [pseudo_label(scores[i], proposals.masks, k=k) for i in range(len(prm))]
+
+
+def saliency_targets(prm: np.ndarray, masks: np.ndarray, threshold: float = 0.2) -> list[int]:
+    """Index of the instance mask each PRM pairs with by IoU (paper 3.2 variant); -1 if none."""
+    if len(masks) == 0:
+        return [-1] * len(prm)
+    fg = minmax(prm) >= threshold
+    a = fg.reshape(len(fg), -1).astype(np.float32)
+    b = masks.reshape(len(masks), -1).astype(np.float32)
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None] - inter
+    iou = inter / np.maximum(union, 1)
+    best = iou.argmax(1)
+    return [int(j) if iou[i, j] > 0 else -1 for i, j in enumerate(best)]
+
+
+def minmax(maps: np.ndarray) -> np.ndarray:
+    """Scale each map of a stack [K, H, W] to [0, 1] (constant maps become 0)."""
+    flat = maps.reshape(len(maps), -1)
+    lo = flat.min(1, keepdims=True) if flat.size else flat
+    hi = flat.max(1, keepdims=True) if flat.size else flat
+    return ((flat - lo) / np.maximum(hi - lo, 1e-12)).reshape(maps.shape).astype(np.float32)
+
+
+def check_label_source(labels: str, saliency_dir: str | None) -> None:
+    """Validate the stage-2 label source flags."""
+    if labels not in ("proposals", "saliency"):
+        raise ConfigError(f"--labels must be 'proposals' or 'saliency' (got {labels!r})")
+    if labels == "saliency" and not saliency_dir:
+        raise ConfigError("--labels saliency needs a directory of instance masks (VOC layout)")

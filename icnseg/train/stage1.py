@@ -1,0 +1,159 @@
+"""Stage 1 (paper 4.2): the PRM classifier trained on image-level labels only."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from icnseg import __version__
+from icnseg.checkpoint import save_checkpoint
+from icnseg.errors import ConfigError
+from icnseg.model import MEAN, STD
+from icnseg.train.common import (
+    check_positive,
+    classification_map,
+    epoch_rng,
+    load_resume,
+    resume_path,
+    save_resume,
+    seed_everything,
+    step_lr,
+)
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """Stage-1 settings; defaults follow the paper (section 4.2) and the original PRM."""
+
+    data: str  # VOC-layout root (synthetic or PASCAL VOC 2012)
+    out: str  # checkpoint to write (.safetensors or .pt)
+    backbone: str = "resnet50"  # tiny | vgg16 | resnet50 (PRM used ResNet-50)
+    pretrained: str | None = None  # torchvision ImageNet weights file for the backbone
+    input_size: int = 448  # square training/inference size
+    epochs: int = 20  # paper: 20 epochs
+    lr: float = 1e-4  # paper: Adam 1e-4 ...
+    lr_step: int = 10  # ... x0.1 after 10 epochs
+    lr_gamma: float = 0.1
+    batch_size: int = 16
+    crop_scale: float = 0.7  # random crop keeps >= this fraction of each side, then resize
+    window: int = 3  # peak stimulation window (original PRM)
+    upsample: int = 1  # peak stimulation sub-pixel factor
+    train_split: str = "train"
+    val_split: str = "val"
+    seed: int = 0
+    workers: int = 0  # DataLoader worker processes
+
+
+def _image_tensor(image: np.ndarray, size: int):
+    from icnseg.data.transforms import normalize, resize
+
+    return normalize(resize(image, (size, size)), MEAN, STD)
+
+
+def _train_item(sample, cfg: Stage1Config, rng: np.random.Generator):
+    """Flip + crop + resize + normalise one training sample (paper 4.2 augmentation)."""
+    from icnseg.data.transforms import random_crop, random_flip
+
+    image = random_flip(rng, sample.image)[0]
+    image = random_crop(rng, image, scale=(cfg.crop_scale, 1.0))[0]
+    return _image_tensor(image, cfg.input_size)
+
+
+def evaluate_classifier(classifier, dataset, cfg: Stage1Config) -> float:
+    """Classification mAP of ``classifier`` on ``dataset`` (peak-stimulation class scores)."""
+    import torch
+
+    from icnseg.models.prm import peak_stimulation
+
+    scores, labels = [], []
+    classifier.eval()
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            s = dataset[i]
+            x = torch.from_numpy(_image_tensor(s.image, cfg.input_size))[None]
+            sc, _ = peak_stimulation(classifier(x), window=cfg.window, upsample=cfg.upsample)
+            scores.append(sc[0].numpy())
+            labels.append(s.labels)
+    return classification_map(np.stack(scores), np.stack(labels))
+
+
+def checkpoint_config(cfg: Stage1Config, classes: tuple[str, ...]) -> dict:
+    """The config stored in a stage-1 checkpoint."""
+    return {
+        "classes": list(classes),
+        "backbone": cfg.backbone,
+        "icn_encoder": None,
+        "input_size": [cfg.input_size, cfg.input_size],
+        "mean": list(MEAN),
+        "std": list(STD),
+        "stage1": asdict(cfg),
+        "icnseg_version": __version__,
+    }
+
+
+def train_stage1(cfg: Stage1Config, log=print) -> dict:
+    """Train the classifier, write ``cfg.out``; returns a summary with the validation mAP."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from icnseg.data.voc import VocDataset
+    from icnseg.models.backbones import load_pretrained
+    from icnseg.models.prm import PRMClassifier, peak_stimulation
+
+    check_positive(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, input_size=cfg.input_size)
+    if cfg.input_size % 32:
+        raise ConfigError(f"--input-size must be a multiple of 32 (got {cfg.input_size})")
+    seed_everything(cfg.seed)
+    train = VocDataset(cfg.data, cfg.train_split)
+    val = VocDataset(cfg.data, cfg.val_split) if cfg.val_split else None
+    model = PRMClassifier(cfg.backbone, len(train.classes))
+    if cfg.pretrained:
+        load_pretrained(model.backbone, cfg.pretrained)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    config = checkpoint_config(cfg, tuple(train.classes))
+    rpath = resume_path(cfg.out)
+    start = 0
+    blob = load_resume(rpath, config)
+    if blob is not None:
+        model.load_state_dict(blob["model"])
+        optim.load_state_dict(blob["optimizer"])
+        start = blob["epoch"] + 1
+        log(f"resuming from {rpath} at epoch {start + 1}")
+    t0 = time.time()
+    for epoch in range(start, cfg.epochs):
+        for group in optim.param_groups:
+            group["lr"] = step_lr(cfg.lr, epoch, cfg.lr_step, cfg.lr_gamma)
+        rng = epoch_rng(cfg.seed, epoch)
+        order = rng.permutation(len(train))
+        model.train()
+        total, seen = 0.0, 0
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"stage1 {epoch + 1}/{cfg.epochs}",
+                   leave=False, disable=None)
+        for b in bar:
+            idx = order[b:b + cfg.batch_size]
+            samples = [train[int(i)] for i in idx]
+            x = torch.from_numpy(np.stack([_train_item(s, cfg, rng) for s in samples]))
+            y = torch.from_numpy(np.stack([s.labels for s in samples]).astype(np.float32))
+            scores, _ = peak_stimulation(model(x), window=cfg.window, upsample=cfg.upsample)
+            loss = F.binary_cross_entropy_with_logits(scores, y)  # multi-label loss (PRM)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            total += float(loss) * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        save_resume(rpath, epoch, model.state_dict(), optim.state_dict(), config)
+        log(f"stage1 epoch {epoch + 1}/{cfg.epochs} loss {total / max(seen, 1):.4f} "
+            f"lr {optim.param_groups[0]['lr']:.2g} ({time.time() - t0:.0f}s)")
+    val_map = evaluate_classifier(model, val, cfg) if val is not None and len(val) else float("nan")
+    model.eval()
+    state = {f"classifier.{k}": v for k, v in model.state_dict().items()}
+    config["metrics"] = {"val_classification_mAP": val_map}
+    save_checkpoint(cfg.out, state, config)
+    rpath.unlink(missing_ok=True)
+    log(f"stage1 done: val classification mAP {val_map:.3f}, {time.time() - t0:.0f}s -> {cfg.out}")
+    return {"val_classification_mAP": val_map, "seconds": time.time() - t0}

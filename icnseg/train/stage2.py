@@ -1,0 +1,196 @@
+"""Stage 2 (paper 3.2, 4.2): the ICN trained on pseudo labels of the frozen stage-1 model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from icnseg.checkpoint import load_checkpoint, save_checkpoint
+from icnseg.errors import ConfigError
+from icnseg.train.common import (
+    check_positive,
+    epoch_rng,
+    load_resume,
+    resume_path,
+    save_resume,
+    seed_everything,
+    step_lr,
+)
+from icnseg.train.pseudo_labels import (
+    Target,
+    check_label_source,
+    naive_prms,
+    proposal_targets,
+    saliency_targets,
+)
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    """Stage-2 settings; defaults follow the paper (sections 3.2 and 4.2)."""
+
+    data: str  # VOC-layout root whose train split supplies images
+    out: str  # checkpoint to write (classifier + ICN)
+    stage1: str  # stage-1 checkpoint (frozen classifier)
+    icn_encoder: str = "vgg16"  # paper: VGG-16 encoder; "tiny" for CPU
+    epochs: int = 120  # paper: 120 epochs ...
+    lr: float = 1e-3  # ... Adam 1e-3 ...
+    lr_step: int = 20  # ... x0.5 every 20 epochs
+    lr_gamma: float = 0.5
+    batch_size: int = 8
+    k: int = 3  # pseudo label = union of the top k proposals (paper: k = 3)
+    labels: str = "proposals"  # proposals | saliency (instance-saliency masks as labels)
+    saliency_dir: str | None = None  # VOC-layout dir of instance masks for labels=saliency
+    proposals: str = "builtin"  # builtin | a directory of precomputed proposals per image id
+    rule: str = "prm"  # PRM backprop rule: prm | gradient
+    pseudo_scoring: str = "prm"  # matching rule used to pick pseudo labels from naive PRMs
+    crop_scale: float = 0.6  # random crop keeps >= this fraction of each side
+    train_split: str = "train"
+    seed: int = 0
+
+
+def _proposals_for(cfg: Stage2Config, sample_id: str, image: np.ndarray, orig_shape):
+    from icnseg.proposals.generate import generate_proposals
+    from icnseg.proposals.loaders import load_proposals
+    from icnseg.proposals.types import Proposals
+
+    if cfg.proposals == "builtin":
+        return generate_proposals(image)
+    root = Path(cfg.proposals)
+    cands = [root / f"{sample_id}{ext}" for ext in (".mat", ".json", "")]
+    path = next((p for p in cands if p.exists()), None)
+    if path is None:
+        raise ConfigError(f"{root}: no proposals for image '{sample_id}' (.mat, .json or folder)")
+    props = load_proposals(path, orig_shape)
+    h, w = image.shape[:2]
+    masks = np.stack([cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+                      for m in props.masks]).astype(bool) if len(props) else np.zeros((0, h, w), bool)
+    return Proposals(masks=masks)
+
+
+def build_targets(cfg: Stage2Config, model, dataset, log=print) -> tuple[list[np.ndarray], list[Target]]:
+    """Resized images and ICN targets for every training image (the classifier is frozen)."""
+    from tqdm import tqdm
+
+    from icnseg.data.transforms import resize
+    from icnseg.matching import MatchConfig
+    from icnseg.models.prm import PeakConfig
+
+    peak_cfg = PeakConfig(**model.config.get("peaks", {}))
+    match_cfg = MatchConfig(scoring=cfg.pseudo_scoring)
+    h, w = model.input_size
+    images, targets = [], []
+    for i in tqdm(range(len(dataset)), desc="stage2 targets", leave=False, disable=None):
+        s = dataset[i]
+        image = resize(s.image, (h, w))
+        present = s.labels > 0
+        peaks, prm = naive_prms(model.classifier, image, present, peak_cfg, cfg.rule,
+                                model.mean, model.std)
+        images.append(image)
+        if len(peaks) == 0:
+            continue
+        if cfg.labels == "saliency":
+            from icnseg.data.transforms import resize_mask
+
+            masks = np.stack([resize_mask(m, (h, w)) for m in s.instance_masks]) \
+                if len(s.instance_masks) else np.zeros((0, h, w), bool)
+            pairs = saliency_targets(prm, masks)
+            labels = [masks[j] if j >= 0 else None for j in pairs]
+        else:
+            props = _proposals_for(cfg, s.id, image, s.image.shape[:2])
+            labels = proposal_targets(prm, props, match_cfg, cfg.k)
+        for p, r, m in zip(peaks, prm, labels, strict=True):
+            if m is not None and m.any():
+                targets.append(Target(len(images) - 1, p, r.astype(np.float16), m))
+    log(f"stage2 targets: {len(targets)} instances from {len(images)} images")
+    return images, targets
+
+
+def _augment(rng: np.random.Generator, image, prm, mask, scale: float):
+    """Random flip + crop, resized back to the input size (paper 4.2 augmentation)."""
+    h, w = image.shape[:2]
+    if rng.random() < 0.5:
+        image, prm, mask = image[:, ::-1], prm[:, ::-1], mask[:, ::-1]
+    f = rng.uniform(scale, 1.0)
+    ch, cw = max(1, round(h * f)), max(1, round(w * f))
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    crop = (slice(y, y + ch), slice(x, x + cw))
+    image = cv2.resize(np.ascontiguousarray(image[crop]), (w, h), interpolation=cv2.INTER_LINEAR)
+    prm = cv2.resize(np.ascontiguousarray(prm[crop], np.float32), (w, h),
+                     interpolation=cv2.INTER_LINEAR)
+    mask = cv2.resize(np.ascontiguousarray(mask[crop], np.uint8), (w, h),
+                      interpolation=cv2.INTER_NEAREST)
+    return image, prm, mask.astype(bool)
+
+
+def train_stage2(cfg: Stage2Config, log=print) -> dict:
+    """Train the ICN on pseudo labels and write a full checkpoint (classifier + ICN)."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from icnseg.data.transforms import normalize
+    from icnseg.data.voc import VocDataset
+    from icnseg.model import model_from_checkpoint
+    from icnseg.models.icn import ICN
+
+    check_positive(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, k=cfg.k)
+    check_label_source(cfg.labels, cfg.saliency_dir)
+    seed_everything(cfg.seed)
+    model = model_from_checkpoint(load_checkpoint(cfg.stage1))
+    for p in model.classifier.parameters():
+        p.requires_grad_(False)
+    root = cfg.saliency_dir if cfg.labels == "saliency" else cfg.data
+    dataset = VocDataset(root, cfg.train_split, classes=model.classes)
+    t0 = time.time()
+    images, targets = build_targets(cfg, model, dataset, log)
+    if not targets:
+        raise ConfigError(f"{root}: no training targets (no peaks or empty pseudo labels)")
+    icn = ICN(encoder=cfg.icn_encoder)
+    optim = torch.optim.Adam(icn.parameters(), lr=cfg.lr)
+    config = dict(model.config, icn_encoder=cfg.icn_encoder, stage2=asdict(cfg))
+    rpath = resume_path(cfg.out)
+    start = 0
+    blob = load_resume(rpath, config)
+    if blob is not None:
+        icn.load_state_dict(blob["model"])
+        optim.load_state_dict(blob["optimizer"])
+        start = blob["epoch"] + 1
+        log(f"resuming from {rpath} at epoch {start + 1}")
+    for epoch in range(start, cfg.epochs):
+        for group in optim.param_groups:
+            group["lr"] = step_lr(cfg.lr, epoch, cfg.lr_step, cfg.lr_gamma)
+        rng = epoch_rng(cfg.seed, epoch)
+        order = rng.permutation(len(targets))
+        icn.train()
+        total, seen = 0.0, 0
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"stage2 {epoch + 1}/{cfg.epochs}",
+                   leave=False, disable=None)
+        for b in bar:
+            batch = [targets[int(i)] for i in order[b:b + cfg.batch_size]]
+            items = [_augment(rng, images[t.image_index], t.prm.astype(np.float32), t.mask,
+                              cfg.crop_scale) for t in batch]
+            x = torch.from_numpy(np.stack([normalize(im, model.mean, model.std) for im, _, _ in items]))
+            r = torch.from_numpy(np.stack([p for _, p, _ in items]))[:, None]
+            y = torch.from_numpy(np.stack([m for _, _, m in items]).astype(np.float32))[:, None]
+            loss = F.binary_cross_entropy_with_logits(icn.logits(x, r), y)  # Eq. 4
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            total += float(loss) * len(batch)
+            seen += len(batch)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        save_resume(rpath, epoch, icn.state_dict(), optim.state_dict(), config)
+        log(f"stage2 epoch {epoch + 1}/{cfg.epochs} loss {total / max(seen, 1):.4f} "
+            f"lr {optim.param_groups[0]['lr']:.2g} ({time.time() - t0:.0f}s)")
+    icn.eval()
+    state = {f"classifier.{k}": v for k, v in model.classifier.state_dict().items()}
+    state.update({f"icn.{k}": v for k, v in icn.state_dict().items()})
+    save_checkpoint(cfg.out, state, config)
+    rpath.unlink(missing_ok=True)
+    log(f"stage2 done: {len(targets)} targets, {time.time() - t0:.0f}s -> {cfg.out}")
+    return {"targets": len(targets), "seconds": time.time() - t0}
