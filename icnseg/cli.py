@@ -9,6 +9,7 @@ import re
 import sys
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from icnseg import __version__
 from icnseg.errors import ConfigError, IcnsegError
@@ -79,6 +80,81 @@ def _cmd_stage2(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment_config(args: argparse.Namespace):
+    """The pipeline config from run/demo flags (unset flags keep the defaults)."""
+    from icnseg.matching import MatchConfig
+    from icnseg.pipeline import SegmentConfig
+
+    base = SegmentConfig()
+    match = base.match
+    if args.scoring is not None:
+        match = dataclasses.replace(match, scoring=args.scoring)
+    if args.nms_iou is not None:
+        match = dataclasses.replace(match, nms_iou=args.nms_iou)
+    kw = {k: getattr(args, k) for k in ("iterations", "threshold", "rule")
+          if getattr(args, k) is not None}
+    return SegmentConfig(match=MatchConfig(**dataclasses.asdict(match)), **kw)
+
+
+def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
+    from icnseg.model import load
+    from icnseg.run import expand_inputs, run_images, torch_segmenter
+
+    paths = expand_inputs(inputs)
+    model = load(model_name)
+    cfg = _segment_config(args)
+    config = {"model": model.source, "backend": args.backend, "proposals": args.proposals,
+              **cfg.to_dict()}
+    summary = run_images(torch_segmenter(model, cfg, with_prm=args.prm_panel), paths, out,
+                         model.classes, config, proposals=args.proposals)
+    print(summary.line(out))
+    return 1 if summary.failed else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    return _run(args.model, args.inputs, args.out, args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from icnseg.model import ASSETS
+
+    samples = sorted((ASSETS / "samples").glob("*.jpg"))
+    if not samples:
+        raise ConfigError(f"{ASSETS / 'samples'}: the package ships no sample images")
+    rc = _run("default", [str(p) for p in samples], args.out, args)
+    print(f"overlays (PNG) and instances (JSON) are in {args.out}/")
+    return rc
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from icnseg.eval import evaluate_dirs, format_table, write_metrics
+
+    metrics = evaluate_dirs(args.pred_dir, args.gt, split=args.split)
+    print(format_table(metrics))
+    out = args.json or str(Path(args.pred_dir) / "metrics.json")
+    write_metrics(out, metrics)
+    print(f"metrics written to {out}")
+    return 0
+
+
+def _add_segment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="torch", choices=("torch",),
+                   help="inference backend (default: torch)")
+    p.add_argument("--device", default="cpu", choices=("cpu",), help="(default: cpu)")
+    p.add_argument("--proposals", default="builtin",
+                   help="'builtin' or a folder with <stem>.mat/.json/<stem>/ per image")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="T, ICN passes (default: 3; 0 = naive PRM)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="binarisation threshold of the enhanced map (default: 0.5)")
+    p.add_argument("--rule", choices=("prm", "gradient"), default=None,
+                   help="PRM backprop rule (default: prm)")
+    p.add_argument("--scoring", choices=("icn", "paper", "prm"), default=None,
+                   help="proposal matching (Eq. 5) variant (default: icn)")
+    p.add_argument("--nms-iou", type=float, default=None, help="mask NMS IoU (default: 0.5)")
+    p.add_argument("--prm-panel", action="store_true", help="add a PRM heat-map panel")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     from icnseg.train.stage1 import Stage1Config
@@ -116,6 +192,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "'saliency DIR' (instance masks of a VOC-layout DIR as labels)")
     _add_config_args(p, Stage2Config, skip=("data", "out", "stage1", "labels", "saliency_dir"))
     p.set_defaults(func=_cmd_stage2)
+
+    p = sub.add_parser("demo", help="run the embedded model on the bundled sample images")
+    p.add_argument("--out", default="icnseg-demo", help="output folder (default: icnseg-demo)")
+    _add_segment_args(p)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("run", help="segment images: <stem>.json + <stem>.png per image")
+    p.add_argument("model", help="checkpoint file, export directory or 'default'")
+    p.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_segment_args(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("eval", help="mAP^r@0.25/0.5/0.75, ABO and mIoU of predictions")
+    p.add_argument("pred_dir", help="folder of <stem>.json written by `icnseg run`")
+    p.add_argument("--gt", required=True, help="VOC-layout ground truth root")
+    p.add_argument("--split", default="val", help="ImageSets/Segmentation split (default: val)")
+    p.add_argument("--json", default=None, help="metrics file (default: PRED_DIR/metrics.json)")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from icnseg.errors import InputError, OutputError
-from icnseg.fileio import atomic_path, write_text
+from icnseg.fileio import write_bytes, write_text
 
 __all__ = [
     "Instance",
@@ -73,7 +74,8 @@ def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     if mask.ndim != 2:
         raise InputError(f"mask must be 2-D [H, W], got shape {mask.shape}")
     rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": rle["counts"].decode("ascii")}
+    size = [int(mask.shape[0]), int(mask.shape[1])]
+    return {"size": size, "counts": rle["counts"].decode("ascii")}
 
 
 def _string_counts(s: bytes) -> list[int]:
@@ -130,7 +132,9 @@ def rle_to_mask(rle: Any) -> np.ndarray:
         raise InputError(f"RLE counts must be a str or a list, got {type(counts).__name__}")
     if h * w == 0:
         return np.zeros((h, w), dtype=bool)
-    return mask_util.decode(compressed).astype(bool)
+    with warnings.catch_warnings():  # pycocotools' Masks.__array__ predates numpy 2's copy kwarg
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_util.decode(compressed).astype(bool)
 
 
 def instances_to_json(
@@ -141,7 +145,7 @@ def instances_to_json(
     for inst in instances:
         if inst.mask.shape != (height, width):
             raise InputError(
-                f"{image_name}: instance mask {inst.mask.shape} does not match image {height}x{width}"
+                f"{image_name}: instance mask {inst.mask.shape} is not {height}x{width}"
             )
         rec: dict[str, Any] = {
             "class": str(inst.class_name),
@@ -173,7 +177,7 @@ def write_result(
     image_name: str | None = None,
     class_names: Sequence[str] | None = None,
 ) -> tuple[Path, Path]:
-    """Atomically write ``<stem>.json`` and ``<stem>.png`` (overlay) into ``out_dir``; return both."""
+    """Atomically write ``<stem>.json`` and the overlay ``<stem>.png`` into ``out_dir``."""
     out = Path(out_dir)
     h, w = image_rgb.shape[:2]
     record = instances_to_json(image_name or stem, h, w, instances, config)
@@ -181,9 +185,10 @@ def write_result(
     json_path = out / f"{stem}.json"
     png_path = out / f"{stem}.png"
     write_text(json_path, json.dumps(record, allow_nan=False) + "\n")
-    with atomic_path(png_path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
-            raise OutputError(f"{png_path}: OpenCV could not write the overlay PNG")
+    ok, png = cv2.imencode(".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OutputError(f"{png_path}: OpenCV could not encode the overlay PNG")
+    write_bytes(png_path, png.tobytes())
     return json_path, png_path
 
 
@@ -200,7 +205,7 @@ def class_color(index: int) -> tuple[int, int, int]:
 
 
 def _prm_panel(image: np.ndarray, prm: np.ndarray) -> np.ndarray:
-    """JET heat map of the per-instance-normalised PRMs (max over instances) blended on the image."""
+    """JET heat map of per-instance-normalised PRMs (max over instances) blended on the image."""
     prm = np.asarray(prm, dtype=np.float32)
     if prm.ndim == 2:
         prm = prm[None]

@@ -119,7 +119,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A textured background float32 [size,size,3] in 0..255: gradient/stripes/noise/blobs."""
     kind = int(rng.integers(4))
     c0, c1 = rng.uniform(0, 255, (2, 3)).astype(np.float32)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    xx = np.arange(size, dtype=np.float32)[None, :] / size
+    yy = np.arange(size, dtype=np.float32)[:, None] / size
     ang = rng.uniform(0, 2 * np.pi)
     t = xx * np.cos(ang) + yy * np.sin(ang)
     if kind == 0:  # linear gradient
@@ -142,8 +143,10 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
             colour = tuple(float(v) for v in rng.uniform(0, 255, 3))
             cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
         img = cv2.GaussianBlur(img, (0, 0), size / 40.0)
-    noise = rng.normal(0.0, rng.uniform(2.0, 10.0), (size, size, 3)).astype(np.float32)
-    return img + noise
+    sigma = np.float32(rng.uniform(2.0, 10.0))
+    noise = rng.standard_normal((size, size, 1), dtype=np.float32)  # luminance noise
+    noise *= sigma
+    return noise + np.broadcast_to(img, (size, size, 3))
 
 
 def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
@@ -161,7 +164,9 @@ def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
     img[ys, xs] = colour[None, :] * shade[:, None]
 
 
-def render_sample(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_sample(
+    rng: np.random.Generator, size: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one image: (RGB uint8 [H,W,3], visible instance masks bool [N,H,W], classes int64 [N]).
 
     Classes index ``SYNTH_CLASSES``; masks are disjoint and listed in drawing order.

@@ -1,4 +1,4 @@
-"""Fully convolutional backbones (tiny, vgg16, resnet50) with torchvision-compatible state_dict keys.
+"""Fully convolutional backbones (tiny, vgg16, resnet50) with torchvision state_dict keys.
 
 No torchvision dependency: the layers are written out here with torchvision's module names and
 indices, so a user's torchvision ImageNet weight file loads with ``load_pretrained``.
@@ -19,7 +19,7 @@ from icnseg.errors import CheckpointError, ConfigError
 BACKBONES = ("tiny", "vgg16", "resnet50")
 
 # torchvision's VGG-16 configuration "D": channel counts, "M" = 2x2 max-pool.
-_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+_VGG16_CFG = (64, 64, "M", 128, 128, "M") + (256,) * 3 + ("M",) + ((512,) * 3 + ("M",)) * 2
 # Tiny: (out_channels, followed by a 2x2 max-pool?) per conv+BN+ReLU; stride 8, ~0.4 M params.
 _TINY_CFG = ((32, True), (64, True), (96, False), (96, True), (128, False), (128, False))
 # Prefixes of classification heads that load_pretrained ignores.
@@ -124,7 +124,7 @@ class ResNet50Features(nn.Module):
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_planes = 64
-        for i, (n, planes) in enumerate(zip(layers, (64, 128, 256, 512))):
+        for i, (n, planes) in enumerate(zip(layers, (64, 128, 256, 512), strict=True)):
             stride = 1 if i == 0 else 2
             blocks = [Bottleneck(in_planes, planes, stride)]
             in_planes = planes * Bottleneck.expansion

@@ -77,7 +77,7 @@ def _prm_forward(self: nn.Conv2d, u: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def backprop_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
-    """Within the block, every Conv2d of ``model`` back-propagates with ``rule``; forward unchanged."""
+    """Inside the block every Conv2d of ``model`` back-propagates with ``rule`` (same forward)."""
     if rule not in RULES:
         raise ConfigError(f"unknown backprop rule {rule!r}; choose one of {', '.join(RULES)}")
     if rule == "gradient":
@@ -95,7 +95,7 @@ def backprop_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
             m.forward = types.MethodType(_prm_forward, m)
         yield model
     finally:
-        for m, old in zip(convs, saved):
+        for m, old in zip(convs, saved, strict=True):
             if old is None:
                 m.__dict__.pop("forward", None)
             else:
@@ -104,7 +104,7 @@ def backprop_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
 
 def _peak_tensor(peaks: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Return peaks as an int64 tensor [K,3] (class, y, x) from rows (class, y, x, value)."""
-    p = torch.as_tensor(np.asarray(peaks, dtype=np.float64) if not torch.is_tensor(peaks) else peaks)
+    p = peaks if torch.is_tensor(peaks) else torch.as_tensor(np.asarray(peaks, dtype=np.float64))
     if p.ndim != 2 or p.shape[1] < 3:
         raise ConfigError(f"peaks must be [K,4] rows (class, y, x, value), got {tuple(p.shape)}")
     return p[:, :3].round().long()
@@ -139,9 +139,8 @@ def peak_response_maps(
             crm = classifier(xk)
             c, y, xx = idx.unbind(1)
             _, n_cls, hh, ww = crm.shape
-            if (c < 0).any() or (c >= n_cls).any() or (y < 0).any() or (y >= hh).any() or (
-                (xx < 0).any() or (xx >= ww).any()
-            ):
+            bound = torch.tensor([n_cls, hh, ww])
+            if ((idx < 0) | (idx >= bound)).any():
                 raise ConfigError(f"peak outside the class response map [{n_cls},{hh},{ww}]")
             seeds = torch.zeros_like(crm)
             seeds[torch.arange(k), c, y, xx] = 1.0

@@ -50,7 +50,8 @@ class Proposals:
         object.__setattr__(self, "membership", member)
 
     @classmethod
-    def from_membership(cls, superpixels: np.ndarray, membership: np.ndarray) -> Proposals:
+    def from_membership(cls, superpixels: np.ndarray, membership: np.ndarray,
+                        check: bool = True) -> Proposals:
         """Build the masks of a superpixel factorisation: mask n = union of its superpixels."""
         sp = np.asarray(superpixels, dtype=np.int32)
         member = np.asarray(membership, dtype=bool)
@@ -59,7 +60,13 @@ class Proposals:
                              f"{sp.shape} and {member.shape}")
         if sp.size and (sp.min() < 0 or sp.max() >= member.shape[1]):
             raise InputError(f"superpixel labels must lie in [0, {member.shape[1]})")
-        return cls(np.take(member, sp, axis=1), sp, member)
+        masks = np.take(member, sp, axis=1)
+        if check:
+            return cls(masks, sp, member)
+        out = cls(masks)  # consistent by construction: skip the O(N*H*W) area check
+        object.__setattr__(out, "superpixels", sp)
+        object.__setattr__(out, "membership", member)
+        return out
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])

@@ -1,0 +1,155 @@
+"""ICN: Instance-aware Cue-propagation Network (paper section 3.2, Fig. 3).
+
+Input: normalised image [K,3,H,W] (or [1,3,H,W], shared by all K) concatenated with the raw
+PRM [K,1,H,W] min-max normalised per sample inside: ``(p - min) / (max - min + 1e-12)``.
+H and W must be divisible by 16 (four 2x2 max-pools between the five encoder stages).
+
+* Encoder: five stages f1..f5 at strides 1, 2, 4, 8, 16. "vgg16" = VGG-16 conv1_1..conv5_3
+  with a 4-channel first conv (module names ``encoder.features.N`` as torchvision's VGG);
+  "tiny" = the same layout with 16-32-48-64-64 channels.
+* CFM (top-down, Eq. 3): c5 = f5, c_i = E(C(U(c_{i+1}), f_i)) for i = 4..1 with U = bilinear x2.
+* DFM (bottom-up): d1 = f1, d_i = E(C(D(d_{i-1}), f_i)) for i = 2..5. Eq. 3 always upsamples
+  the smaller map, which would keep the whole bottom-up path at full resolution; we instead
+  bring the larger map DOWN (D = 2x2 max-pool) so each fusion runs at the deeper level's
+  resolution and the DFM ends at stride 16.
+* Mapping: C(c1, U16(d5)) -> 3x3 conv+ReLU -> 3x3 conv+ReLU -> 1x1 conv -> logits [K,1,H,W].
+E = two 3x3 conv+ReLU. Ops: Conv, Relu, MaxPool, Resize (bilinear, align_corners=False),
+Concat, Sigmoid (+ ReduceMin/ReduceMax/Sub/Div for the min-max normalisation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from icnseg.errors import ConfigError
+from icnseg.models.backbones import vgg_layers
+
+ENCODERS = ("vgg16", "tiny")
+SIZE_DIVISOR = 16
+MINMAX_EPS = 1e-12
+# Per encoder: encoder stage channels and fusion (CFM/DFM) widths per level 1..5.
+_SPECS = {
+    "vgg16": ((64, 128, 256, 512, 512), (64, 128, 256, 256, 256), (2, 2, 3, 3, 3)),
+    "tiny": ((16, 32, 48, 64, 64), (16, 32, 48, 64, 64), (2, 2, 2, 2, 2)),
+}
+
+
+def minmax_normalize(p: torch.Tensor, eps: float = MINMAX_EPS) -> torch.Tensor:
+    """Return ``(p - min) / (max - min + eps)`` with min/max over all but the batch dimension."""
+    dims = tuple(range(1, p.ndim))
+    lo = p.amin(dim=dims, keepdim=True)
+    hi = p.amax(dim=dims, keepdim=True)
+    return (p - lo) / (hi - lo + eps)
+
+
+def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
+    """E(., theta) of Eq. 3: two 3x3 conv + ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.ReLU(),
+    )
+
+
+class Encoder(nn.Module):
+    """Five-stage VGG-style encoder on 4 input channels; returns [f1..f5]."""
+
+    def __init__(self, channels: tuple[int, ...], convs: tuple[int, ...]) -> None:
+        super().__init__()
+        cfg: list = []
+        for i, (c, n) in enumerate(zip(channels, convs, strict=True)):
+            cfg += [c] * n + (["M"] if i < len(channels) - 1 else [])
+        self.features = vgg_layers(tuple(cfg), in_channels=4)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return the stage outputs taken just before each max-pool, plus the last stage."""
+        feats = []
+        for layer in self.features:
+            if isinstance(layer, nn.MaxPool2d):
+                feats.append(x)
+            x = layer(x)
+        feats.append(x)
+        return feats
+
+
+class ICN(nn.Module):
+    """PRM enhancer: image + min-max-normalised PRM -> instance map [K,1,H,W]."""
+
+    def __init__(self, encoder: str = "vgg16") -> None:
+        super().__init__()
+        if encoder not in _SPECS:
+            raise ConfigError(f"unknown ICN encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
+        enc, width, convs = _SPECS[encoder]
+        self.encoder_name = encoder
+        self.encoder = Encoder(enc, convs)
+        # CFM level i (0-based 3..0): fuses U(c_{i+1}) with f_i.
+        cfm = []
+        c_small = enc[4]
+        for i in (3, 2, 1, 0):
+            cfm.append(_double_conv(c_small + enc[i], width[i]))
+            c_small = width[i]
+        self.cfm = nn.ModuleList(cfm)
+        # DFM level i (0-based 1..4): fuses D(d_{i-1}) with f_i.
+        dfm = []
+        c_large = enc[0]
+        for i in (1, 2, 3, 4):
+            dfm.append(_double_conv(c_large + enc[i], width[i]))
+            c_large = width[i]
+        self.dfm = nn.ModuleList(dfm)
+        self.mapping = nn.Sequential(
+            nn.Conv2d(width[0] + width[4], width[0], 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width[0], width[0], 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width[0], 1, 1),
+        )
+
+    def logits(self, image: torch.Tensor, prm: torch.Tensor) -> torch.Tensor:
+        """Return pre-sigmoid maps [K,1,H,W] for image [K or 1,3,H,W] and raw PRM [K,1,H,W]."""
+        if prm.ndim == 3:
+            prm = prm.unsqueeze(1)
+        if image.ndim != 4 or image.shape[1] != 3 or prm.ndim != 4 or prm.shape[1] != 1:
+            raise ConfigError(
+                f"ICN expects image [K,3,H,W] and prm [K,1,H,W], got {tuple(image.shape)} "
+                f"and {tuple(prm.shape)}"
+            )
+        h, w = prm.shape[-2:]
+        if image.shape[-2:] != prm.shape[-2:]:
+            raise ConfigError(f"image {tuple(image.shape)} and prm {tuple(prm.shape)} sizes differ")
+        if h % SIZE_DIVISOR or w % SIZE_DIVISOR:
+            raise ConfigError(f"ICN input size {h}x{w} must be divisible by {SIZE_DIVISOR}")
+        k = prm.shape[0]
+        if image.shape[0] != k:
+            if image.shape[0] != 1:
+                raise ConfigError(f"image batch {image.shape[0]} must be 1 or match prm batch {k}")
+            image = image.expand(k, -1, -1, -1)
+        x = torch.cat([image, minmax_normalize(prm)], dim=1)
+        f = self.encoder(x)
+        c = f[4]
+        for fuse, i in zip(self.cfm, (3, 2, 1, 0), strict=True):
+            up = F.interpolate(c, scale_factor=2, mode="bilinear", align_corners=False)
+            c = fuse(torch.cat([up, f[i]], dim=1))
+        d = f[0]
+        for fuse, i in zip(self.dfm, (1, 2, 3, 4), strict=True):
+            d = fuse(torch.cat([F.max_pool2d(d, 2, 2), f[i]], dim=1))
+        d = F.interpolate(d, scale_factor=SIZE_DIVISOR, mode="bilinear", align_corners=False)
+        return self.mapping(torch.cat([c, d], dim=1))
+
+    def forward(self, image: torch.Tensor, prm: torch.Tensor) -> torch.Tensor:
+        """Return enhanced maps sigmoid(logits) in [0,1], [K,1,H,W]."""
+        return torch.sigmoid(self.logits(image, prm))
+
+
+def enhance(
+    icn: nn.Module, image: torch.Tensor, prm: torch.Tensor, iterations: int = 3
+) -> torch.Tensor:
+    """Run ``icn`` ``iterations`` times, feeding each output back as the PRM; return [K,1,H,W]."""
+    if iterations < 1:
+        raise ConfigError(f"ICN iterations must be >= 1, got {iterations}")
+    out = prm if prm.ndim == 4 else prm.unsqueeze(1)
+    for _ in range(iterations):
+        out = icn(image, out)
+    return out

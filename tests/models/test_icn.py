@@ -1,0 +1,96 @@
+"""ICN: shapes, range, min-max invariance, iteration, size checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from icnseg.errors import ConfigError
+from icnseg.models.icn import ICN, enhance
+
+
+@pytest.fixture(scope="module")
+def icn():
+    torch.manual_seed(0)
+    return ICN("tiny").eval()
+
+
+def test_output_shape_and_range(icn):
+    image = torch.randn(1, 3, 32, 48)
+    prm = torch.rand(3, 1, 32, 48)
+    with torch.no_grad():
+        out = icn(image, prm)
+        logits = icn.logits(image.expand(3, -1, -1, -1), prm)
+    assert out.shape == (3, 1, 32, 48)
+    assert out.min() >= 0 and out.max() <= 1
+    torch.testing.assert_close(out, torch.sigmoid(logits))
+
+
+def test_prm_minmax_invariance(icn):
+    torch.manual_seed(1)
+    image = torch.randn(2, 3, 32, 32)
+    prm = torch.rand(2, 1, 32, 32) * 1e-3  # naive PRMs are gradients: tiny magnitudes
+    with torch.no_grad():
+        ref = icn.logits(image, prm)
+        scaled = icn.logits(image, prm * 250.0 + 3.0)
+        lo = prm.amin(dim=(1, 2, 3), keepdim=True)
+        hi = prm.amax(dim=(1, 2, 3), keepdim=True)
+        pre = icn.logits(image, (prm - lo) / (hi - lo))
+    torch.testing.assert_close(scaled, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pre, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_per_sample_normalisation(icn):
+    image = torch.randn(1, 3, 16, 16)
+    prm = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        both = icn(image, torch.cat([prm[:1], prm[1:] * 40.0]))
+        single = icn(image, prm[1:])
+    torch.testing.assert_close(both[1:], single, rtol=1e-4, atol=1e-5)
+
+
+def test_enhance_feeds_back_output(icn):
+    image = torch.randn(1, 3, 16, 32)
+    prm = torch.rand(2, 1, 16, 32)
+    with torch.no_grad():
+        out = enhance(icn, image, prm, iterations=3)
+        x = prm
+        for _ in range(3):
+            x = torch.sigmoid(icn.logits(image, x))
+    torch.testing.assert_close(out, x)
+    assert out.shape == (2, 1, 16, 32)
+
+
+def test_gradients_reach_parameters(icn):
+    icn.train()
+    out = icn.logits(torch.randn(1, 3, 16, 16), torch.rand(1, 1, 16, 16))
+    nn.functional.binary_cross_entropy_with_logits(out, torch.ones_like(out)).backward()
+    assert all(p.grad is not None for p in icn.parameters())
+    icn.zero_grad(set_to_none=True)
+    icn.eval()
+
+
+def test_vgg16_layout():
+    m = ICN("vgg16")
+    sd = m.state_dict()
+    convs = [k for k in sd if k.startswith("encoder.features.") and k.endswith(".weight")]
+    idx = [int(k.split(".")[2]) for k in convs]
+    assert idx == [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]  # torchvision VGG-16 indices
+    assert tuple(sd["encoder.features.0.weight"].shape) == (64, 4, 3, 3)
+    with torch.no_grad():
+        out = m(torch.randn(1, 3, 16, 16), torch.rand(2, 1, 16, 16))
+    assert out.shape == (2, 1, 16, 16)
+
+
+def test_config_errors(icn):
+    with pytest.raises(ConfigError, match="divisible by 16"):
+        icn(torch.randn(1, 3, 40, 48), torch.rand(1, 1, 40, 48))
+    with pytest.raises(ConfigError):
+        icn(torch.randn(1, 3, 32, 32), torch.rand(1, 1, 16, 16))
+    with pytest.raises(ConfigError):
+        icn(torch.randn(2, 3, 16, 16), torch.rand(3, 1, 16, 16))
+    with pytest.raises(ConfigError):
+        ICN("resnet50")
+    with pytest.raises(ConfigError):
+        enhance(icn, torch.randn(1, 3, 16, 16), torch.rand(1, 1, 16, 16), iterations=0)
