@@ -32,37 +32,49 @@ def conv_transpose(gb: GraphBuilder, g: str, w: str, op: TracedOp, kernel: tuple
 
 
 # -- max-pool ------------------------------------------------------------------------------
-def maxpool_forward(gb: GraphBuilder, x: str, op: TracedOp) -> tuple[str, str]:
-    """MaxPool and its arg-max selection mask [1,C,kh*kw,oh,ow] (float, one 1 per window).
+def first_max_selection(gb: GraphBuilder, x: str, y: str, channels: int,
+                        out_hw: tuple[int, int], kernel: tuple[int, int],
+                        stride: tuple[int, int], pad: tuple[int, int],
+                        dilation: tuple[int, int], hint: str) -> str:
+    """Arg-max mask [1,C,kh*kw,oh,ow] (float, exactly one 1 per window) of max-pool ``y``.
 
     Each kernel offset (di,dj) is a strided Slice of the -inf padded input; comparing it to
     the pooled output marks every maximum, and a strictly-lower-triangular MatMul over the
     offset axis keeps only the first one in row-major window order, as PyTorch does.
     """
-    (kh, kw), (sh, sw) = op.params["kernel"], op.params["stride"]
-    (ph, pw), (dh, dw) = op.params["pad"], op.params["dilation"]
-    _, c, oh, ow = op.out_shape
-    y = gb.op("MaxPool", [x], f"{op.name}", kernel_shape=[kh, kw], strides=[sh, sw],
-              pads=[ph, pw, ph, pw], dilations=[dh, dw] if (dh, dw) != (1, 1) else None)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, pad, dilation
+    oh, ow = out_hw
     xp = x
     if ph or pw:
         xp = gb.op("Pad", [x, gb.ints([0, 0, ph, pw, 0, 0, ph, pw], "pads"),
-                           gb.const(np.float32(-np.inf), "neg_inf")], f"{op.name}.pad")
+                           gb.const(np.float32(-np.inf), "neg_inf")], f"{hint}.pad")
     slices = []
     for di in range(kh):
         for dj in range(kw):
             s = gb.slice(xp, [di * dh, dj * dw], [di * dh + sh * (oh - 1) + 1,
-                         dj * dw + sw * (ow - 1) + 1], [2, 3], [sh, sw], f"{op.name}.win")
+                         dj * dw + sw * (ow - 1) + 1], [2, 3], [sh, sw], f"{hint}.win")
             slices.append(gb.unsqueeze(s, [2]))
     kk = kh * kw
-    wins = gb.op("Concat", slices, f"{op.name}.wins", axis=2) if kk > 1 else slices[0]
-    eq = gb.cast_float(gb.op("Equal", [wins, gb.unsqueeze(y, [2])], f"{op.name}.eq"))
-    eq = gb.reshape(eq, [1, c, kk, oh * ow])
+    wins = gb.op("Concat", slices, f"{hint}.wins", axis=2) if kk > 1 else slices[0]
+    eq = gb.cast_float(gb.op("Equal", [wins, gb.unsqueeze(y, [2])], f"{hint}.eq"))
+    eq = gb.reshape(eq, [1, channels, kk, oh * ow])
     before = np.tril(np.ones((kk, kk), np.float32), k=-1)  # before[t, u] = 1 if u < t
-    prior = gb.op("MatMul", [gb.const(before, f"{op.name}.tril"), eq], f"{op.name}.prior")
+    prior = gb.op("MatMul", [gb.const(before, f"{hint}.tril"), eq], f"{hint}.prior")
     first = gb.cast_float(gb.op("Less", [prior, gb.const(np.float32(0.5))]))
-    sel = gb.op("Mul", [eq, first], f"{op.name}.first")
-    return y, gb.reshape(sel, [1, c, kk, oh, ow], f"{op.name}.sel")
+    sel = gb.op("Mul", [eq, first], f"{hint}.first")
+    return gb.reshape(sel, [1, channels, kk, oh, ow], f"{hint}.sel")
+
+
+def maxpool_forward(gb: GraphBuilder, x: str, op: TracedOp) -> tuple[str, str]:
+    """MaxPool and its first-arg-max selection mask (see ``first_max_selection``)."""
+    kernel, stride = op.params["kernel"], op.params["stride"]
+    (ph, pw), (dh, dw) = op.params["pad"], op.params["dilation"]
+    _, c, oh, ow = op.out_shape
+    y = gb.op("MaxPool", [x], f"{op.name}", kernel_shape=list(kernel), strides=list(stride),
+              pads=[ph, pw, ph, pw], dilations=[dh, dw] if (dh, dw) != (1, 1) else None)
+    sel = first_max_selection(gb, x, y, c, (oh, ow), kernel, stride, (ph, pw), (dh, dw),
+                              op.name)
+    return y, sel
 
 
 def maxpool_backward(gb: GraphBuilder, g: str, sel: str, op: TracedOp) -> str:

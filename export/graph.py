@@ -44,7 +44,7 @@ class GraphBuilder:
             if key in self._consts:
                 return self._consts[key]
         name = self.unique(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        self.initializers.append(numpy_helper.from_array(np.array(arr, order="C"), name))
         if key is not None:
             self._consts[key] = name
         return name

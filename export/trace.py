@@ -158,10 +158,10 @@ class _Tracer:
                 _bind(fn, node.args, node.kwargs).get("training", True))):
             self.emit(node, "identity", path, [self.data(node, x, path, opname)])
         elif fn in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d):
-            kw = self.val(_bind(fn, node.args, node.kwargs))
+            kw = dict(self.val(_bind(fn, node.args, node.kwargs)))
             self.module(node, _pool_module(fn, kw), path, src=x)
         elif fn is F.interpolate:
-            kw = self.val(_bind(fn, node.args, node.kwargs))
+            kw = dict(self.val(_bind(fn, node.args, node.kwargs)))
             kw.pop("input")
             if kw.pop("antialias", False):
                 raise ExportError(f"{path}: antialiased interpolate is unsupported")

@@ -26,7 +26,7 @@ class ProposalConfig:
 
     scale: float = 100.0  # Felzenszwalb scale of the shared (finest) superpixel map
     sigma: float = 0.8  # Gaussian pre-smoothing of the over-segmentation
-    min_superpixel: float = 1 / 1000  # smallest superpixel, as a fraction of the image area
+    min_superpixel: float = 1 / 1500  # smallest superpixel, as a fraction of the image area
     # The over-segmentation runs on the image shrunk to this longest side (its labels are
     # then scaled back up): Felzenszwalb dominates the run time above ~300 px.
     max_side: int | None = 320

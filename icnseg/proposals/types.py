@@ -78,7 +78,7 @@ class Proposals:
 
     def areas(self) -> np.ndarray:
         """Pixel count of every mask, int64 [N]."""
-        return self.masks.reshape(len(self), -1).sum(axis=1, dtype=np.int64)
+        return self.masks.reshape(len(self), -1 if len(self) else 0).sum(axis=1, dtype=np.int64)
 
     def packed(self) -> np.ndarray:
         """Bit-packed masks, uint32 [N, ceil(H*W/32)].
@@ -93,7 +93,7 @@ def pack_masks(masks: np.ndarray) -> np.ndarray:
     """Bit-pack bool [N, H, W] into uint32 [N, ceil(H*W/32)] (layout of ``Proposals.packed``)."""
     masks = np.asarray(masks, dtype=bool)
     n = masks.shape[0]
-    flat = masks.reshape(n, -1)
+    flat = masks.reshape(n, masks.shape[1] * masks.shape[2])
     words = -(-flat.shape[1] // 32)
     padded = np.zeros((n, words * 32), dtype=bool)
     padded[:, : flat.shape[1]] = flat

@@ -40,7 +40,7 @@ def test_render_sample_properties() -> None:
         assert masks.dtype == bool and masks.shape[1:] == (128, 128)
         assert 1 <= len(masks) <= 4 and classes.shape == (len(masks),)
         assert classes.dtype == np.int64
-        assert ((0 <= classes) & (classes < len(SYNTH_CLASSES))).all()
+        assert ((classes >= 0) & (classes < len(SYNTH_CLASSES))).all()
         assert masks.sum(0).max() <= 1  # visible parts are disjoint
         interior = masks & ~_expected_void(masks)[None]
         assert (interior.reshape(len(masks), -1).sum(1) >= 12).all()
@@ -60,7 +60,7 @@ def test_round_trip_matches_rendered_ground_truth(synth_root: Path) -> None:
         img, masks, classes = render_sample(sample_rng(SEED, int(image_id)), SIZE)
         s = ds[k]
         assert s.id == image_id
-        assert np.abs(s.image.astype(int) - img.astype(int)).mean() < 6.0  # JPEG q92 of a noisy image
+        assert np.abs(s.image.astype(int) - img.astype(int)).mean() < 6.0  # JPEG of noisy pixels
         void = _expected_void(masks)
         np.testing.assert_array_equal(s.ignore_mask, void)
         np.testing.assert_array_equal(s.instance_masks, masks & ~void[None])
@@ -117,7 +117,8 @@ def test_layout_and_splits(synth_root: Path) -> None:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 
 def test_deterministic_byte_identical(tmp_path: Path) -> None:

@@ -24,8 +24,10 @@ def hand_gaussian(sigma: float, size: int) -> np.ndarray:
     """2-D Gaussian exp(-(y^2+x^2)/(2 sigma^2)) normalised to sum 1."""
     r = size // 2
     k = np.array(
-        [[math.exp(-(y * y + x * x) / (2 * sigma * sigma)) for x in range(-r, r + 1)]
-         for y in range(-r, r + 1)]
+        [
+            [math.exp(-(y * y + x * x) / (2 * sigma * sigma)) for x in range(-r, r + 1)]
+            for y in range(-r, r + 1)
+        ]
     )
     return k / k.sum()
 
@@ -179,8 +181,14 @@ def test_class_scores_and_presence():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"filter": "box"}, {"kernel_size": 4}, {"window": 2}, {"sigma": 0.0}, {"max_peaks": 0},
-     {"score_threshold": 1.5}],
+    [
+        {"filter": "box"},
+        {"kernel_size": 4},
+        {"window": 2},
+        {"sigma": 0.0},
+        {"max_peaks": 0},
+        {"score_threshold": 1.5},
+    ],
 )
 def test_peak_config_validation(kwargs):
     with pytest.raises(ConfigError):

@@ -1,0 +1,83 @@
+"""Mask IoU and class-aware greedy mask NMS (numpy reference of the runtime's popcount kernels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from icnseg.errors import InputError
+
+_CHUNK_BYTES = 1 << 25  # float32 working set per matrix-product block
+
+
+def _flat(masks: np.ndarray, name: str) -> np.ndarray:
+    """bool [N, H, W] -> bool [N, H*W], validating the rank."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise InputError(f"{name} must be masks [N, H, W], got shape {masks.shape}")
+    return masks.reshape(masks.shape[0], masks.shape[1] * masks.shape[2]).astype(bool, copy=False)
+
+
+def mask_intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pixel counts of a[i] & b[j], float64 [N, M], via blocked matrix products."""
+    fa, fb = _flat(a, "a"), _flat(b, "b")
+    if fa.shape[1] != fb.shape[1]:
+        raise InputError(f"mask sizes differ: {np.shape(a)[1:]} vs {np.shape(b)[1:]}")
+    hw = fa.shape[1]
+    # float32 sums of 0/1 are exact below 2**24 pixels; larger images use float64.
+    dtype = np.float32 if hw < (1 << 24) else np.float64
+    out = np.zeros((fa.shape[0], fb.shape[0]))
+    step = max(1, _CHUNK_BYTES // max(4 * hw, 1))
+    fb_t = [fb[j:j + step].astype(dtype).T for j in range(0, fb.shape[0], step)]
+    for i in range(0, fa.shape[0], step):
+        block = fa[i:i + step].astype(dtype)
+        for jj, part in enumerate(fb_t):
+            out[i:i + step, jj * step: jj * step + part.shape[1]] = block @ part
+    return out
+
+
+def _iou(inter: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
+    """IoU from intersections and areas; 0 where the union is empty."""
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every pair of masks, float64 [N, M]; two empty masks have IoU 0."""
+    inter = mask_intersections(a, b)
+    area_a = _flat(a, "a").sum(axis=1, dtype=np.int64).astype(np.float64)
+    area_b = _flat(b, "b").sum(axis=1, dtype=np.int64).astype(np.float64)
+    return _iou(inter, area_a, area_b)
+
+
+def mask_nms(masks: np.ndarray, scores: np.ndarray, classes: np.ndarray | None = None,
+             iou_threshold: float = 0.5) -> np.ndarray:
+    """Class-aware greedy mask NMS; kept indices (int64), highest score first.
+
+    Visits masks by descending score (ties: lower index first); a mask is dropped when a kept
+    mask of the same class overlaps it with IoU >= ``iou_threshold`` or is identical to it
+    (so duplicates, even empty ones, collapse to one). ``classes=None`` means one class.
+    """
+    flat = _flat(masks, "masks")
+    m = flat.shape[0]
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    classes = np.zeros(m, np.int64) if classes is None else np.asarray(classes).reshape(-1)
+    if len(scores) != m or len(classes) != m:
+        raise InputError(f"need one score and class per mask: {m} masks, {len(scores)} scores,"
+                         f" {len(classes)} classes")
+    if m == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((np.arange(m), -scores))
+    inter = mask_intersections(masks, masks)
+    area = flat.sum(axis=1, dtype=np.int64).astype(np.float64)
+    iou = _iou(inter, area, area)
+    same = classes[:, None] == classes[None, :]
+    identical = (inter == area[:, None]) & (inter == area[None, :])
+    suppress = same & ((iou >= iou_threshold) | identical)
+    removed = np.zeros(m, dtype=bool)
+    keep = []
+    for i in order:
+        if removed[i]:
+            continue
+        keep.append(i)
+        removed |= suppress[i]
+    return np.asarray(keep, dtype=np.int64)
