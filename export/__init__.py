@@ -1,1 +1,1 @@
-"""Export: checkpoint -> prm.onnx (forward + peaks + explicit gradient graph), icn.onnx, manifest."""
+"""Export: checkpoint -> prm.onnx (forward, peaks, explicit gradient graph), icn.onnx, manifest."""

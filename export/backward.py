@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-
-from icnseg.errors import ExportError
 from icnseg.export import adjoints
 from icnseg.export.graph import GraphBuilder
 from icnseg.export.trace import TracedGraph, TracedOp
+
+from icnseg.errors import ExportError
 
 RULES = ("gradient", "prm")
 PRM_EPS = 1e-10  # the original PRM code's epsilon for |Z| and its zero threshold
@@ -109,7 +109,8 @@ def emit_backward(gb: GraphBuilder, tg: TracedGraph, fwd: Forward, seed: str,
         if not parts:
             continue  # does not reach the output
         g = _sum(gb, parts, f"{op.name}.gsum")
-        for name, gin in zip(op.inputs, _backward_op(gb, op, g, rule, fwd.saved[op.name])):
+        gins = _backward_op(gb, op, g, rule, fwd.saved[op.name])
+        for name, gin in zip(op.inputs, gins, strict=True):
             grads.setdefault(name, []).append(gin)
     parts = grads.pop(tg.input, None)
     if not parts:

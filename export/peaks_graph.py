@@ -9,16 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from icnseg.export.adjoints import first_max_selection
+from icnseg.export.graph import GraphBuilder
 from onnx import TensorProto
 
 from icnseg.errors import ExportError
-from icnseg.export.adjoints import first_max_selection
-from icnseg.export.graph import GraphBuilder
 
 
 @dataclass(frozen=True)
 class PeakOutputs:
-    """ONNX names: class_scores [1,C], peaks [K,4], count int64 [1], seeds [K,C,h,w], valid [K,1]."""
+    """ONNX names: class_scores [1,C], peaks [K,4], count [1], seeds [K,C,h,w], valid [K,1]."""
 
     class_scores: str
     peaks: str

@@ -82,7 +82,7 @@ class _Interp(fx.Interpreter):
 def _bind(fn: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
     """Bind a functional call's arguments to their parameter names."""
     names = _SIGS[fn]
-    out = dict(zip(names, args))
+    out = dict(zip(names, args, strict=False))
     out.update(kwargs)
     return out
 
@@ -147,7 +147,7 @@ class _Tracer:
         elif fn in _ADD_FNS or fn in ("add", "add_", "__add__", "__iadd__"):
             self.add(node, path)
         elif fn in _CAT_FNS:
-            kw = dict(zip(("tensors", "dim"), node.args)) | dict(node.kwargs)
+            kw = dict(zip(("tensors", "dim"), node.args, strict=False)) | dict(node.kwargs)
             ins = [self.data(node, t, path, "cat") for t in kw["tensors"]]
             dim = int(kw.get("dim", 0)) % len(self.tensors[ins[0]])
             if dim == 0:
@@ -172,7 +172,8 @@ class _Tracer:
 
     def add(self, node: fx.Node, path: str) -> None:
         """Residual add of two same-shaped data tensors."""
-        kw = dict(zip(("input", "other", "alpha"), node.args)) | dict(node.kwargs)
+        names = ("input", "other", "alpha")
+        kw = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
         if self.val(kw.get("alpha", 1)) != 1:
             raise ExportError(f"{path}: add with alpha != 1 is unsupported")
         a = self.data(node, kw["input"], path, "add")
@@ -209,7 +210,8 @@ class _Tracer:
         elif isinstance(mod, nn.ReLU):
             self.emit(node, "relu", path, [self.data(node, x, path, name)])
         elif isinstance(mod, nn.Conv2d):
-            self.emit(node, "conv", path, [self.data(node, x, path, name)], **_conv_params(mod, path))
+            self.emit(node, "conv", path, [self.data(node, x, path, name)],
+                      **_conv_params(mod, path))
         elif isinstance(mod, nn.BatchNorm2d):
             if mod.training or mod.running_mean is None:
                 raise ExportError(f"{path}: BatchNorm2d must be in eval mode with running stats")

@@ -80,20 +80,14 @@ def _cmd_stage2(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_config(args: argparse.Namespace):
-    """The pipeline config from run/demo flags (unset flags keep the defaults)."""
-    from icnseg.matching import MatchConfig
-    from icnseg.pipeline import SegmentConfig
+def _segment_config(args: argparse.Namespace, model):
+    """The pipeline config: the model's recorded settings, then the run/demo flags."""
+    from icnseg.pipeline import config_for
 
-    base = SegmentConfig()
-    match = base.match
-    if args.scoring is not None:
-        match = dataclasses.replace(match, scoring=args.scoring)
-    if args.nms_iou is not None:
-        match = dataclasses.replace(match, nms_iou=args.nms_iou)
+    match = {k: getattr(args, k) for k in ("scoring", "nms_iou") if getattr(args, k) is not None}
     kw = {k: getattr(args, k) for k in ("iterations", "threshold", "rule")
           if getattr(args, k) is not None}
-    return SegmentConfig(match=MatchConfig(**dataclasses.asdict(match)), **kw)
+    return config_for(model, **kw, **({"match": match} if match else {}))
 
 
 def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
@@ -102,7 +96,7 @@ def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
 
     paths = expand_inputs(inputs)
     model = load(model_name)
-    cfg = _segment_config(args)
+    cfg = _segment_config(args, model)
     config = {"model": model.source, "backend": args.backend, "proposals": args.proposals,
               **cfg.to_dict()}
     summary = run_images(torch_segmenter(model, cfg, with_prm=args.prm_panel), paths, out,

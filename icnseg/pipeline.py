@@ -43,6 +43,19 @@ class SegmentConfig:
         return asdict(self)
 
 
+def config_for(model, **overrides) -> SegmentConfig:
+    """The model's recorded settings (checkpoint ``peaks``/``segment``/``match``) + overrides."""
+    saved = dict(model.config.get("segment", {}))
+    peaks = PeakConfig(**{**model.config.get("peaks", {}), **saved.pop("peaks", {})})
+    match = MatchConfig(**{**model.config.get("match", {}), **saved.pop("match", {})})
+    fields = {**saved, **overrides}
+    if isinstance(fields.get("match"), dict):
+        match = MatchConfig(**{**asdict(match), **fields.pop("match")})
+    fields.setdefault("match", match)
+    fields.setdefault("peaks", peaks)
+    return SegmentConfig(**fields)
+
+
 @dataclass
 class Stages:
     """Intermediate results of one image at the model's input size (for ablations and tests)."""
@@ -188,7 +201,7 @@ def segment(model, image_rgb_uint8: np.ndarray, proposals: Proposals | None = No
     """Segment one RGB uint8 image with Algorithm 1; masks at the image's own size."""
     if backend != "torch":
         raise ConfigError(f"segment(): backend {backend!r} is not available here; use 'torch'")
-    cfg = config or SegmentConfig()
+    cfg = config or config_for(model)
     image = check_image(image_rgb_uint8)
     return segment_stages(run_stages(model, image, cfg), image.shape[:2], model.classes, cfg,
                           proposals)

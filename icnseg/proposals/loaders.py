@@ -124,7 +124,7 @@ def _load_rle_json(path: Path, shape: tuple[int, int], limit: int | None) -> Pro
         where = f"{path}: proposal {n}"
         if not isinstance(entry, dict):
             raise InputError(f"{where}: expected an object")
-        seg = entry["segmentation"] if "segmentation" in entry else entry
+        seg = entry.get("segmentation", entry)
         try:
             masks[n] = _decode_segmentation(seg, shape, where)
         except InputError:

@@ -143,7 +143,7 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
             optim.zero_grad()
             loss.backward()
             optim.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         save_resume(rpath, epoch, model.state_dict(), optim.state_dict(), config)

