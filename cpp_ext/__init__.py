@@ -1,1 +1,1 @@
-"""CUDA C++ kernels for matching and NMS, loaded by the runtime as a fatbin or compiled with pycuda."""
+"""CUDA C++ kernels for matching and NMS, loaded as a fatbin or compiled with pycuda."""

@@ -1,4 +1,4 @@
-"""icnseg: weakly supervised instance segmentation (PRM + ICN), from PyTorch to ONNX and TensorRT."""
+"""icnseg: weakly supervised instance segmentation (PRM + ICN), PyTorch to ONNX and TensorRT."""
 
 from __future__ import annotations
 

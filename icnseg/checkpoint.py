@@ -35,7 +35,7 @@ class Checkpoint:
     def sub_state(self, prefix: str) -> dict[str, Any]:
         """Return the entries under ``prefix.`` with the prefix removed."""
         p = prefix + "."
-        return {k[len(p):]: v for k, v in self.state.items() if k.startswith(p)}
+        return {k[len(p) :]: v for k, v in self.state.items() if k.startswith(p)}
 
 
 def _torch():
@@ -50,7 +50,7 @@ def _torch():
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], config: dict[str, Any]) -> Path:
-    """Atomically write ``state`` (name -> tensor) and ``config`` to ``path`` (.safetensors or .pt)."""
+    """Atomically write ``state`` (name -> tensor) and ``config`` to a .safetensors or .pt file."""
     path = Path(path)
     torch = _torch()
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}

@@ -36,17 +36,28 @@ def _add_config_args(p: argparse.ArgumentParser, cls: type, skip: Sequence[str] 
         kind = hints[f.name]
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
         if base is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{notes.get(f.name, '')} (default: {f.default})")
+            p.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{notes.get(f.name, '')} (default: {f.default})",
+            )
         else:
-            p.add_argument(flag, type=base, default=None,
-                           help=f"{notes.get(f.name, '')} (default: {f.default})")
+            p.add_argument(
+                flag,
+                type=base,
+                default=None,
+                help=f"{notes.get(f.name, '')} (default: {f.default})",
+            )
 
 
 def _config_from_args(cls: type, args: argparse.Namespace, **fixed):
     """Build ``cls`` from parsed flags; unset flags keep the dataclass defaults."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-              if getattr(args, f.name, None) is not None}
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
     values.update(fixed)
     return cls(**values)
 
@@ -54,8 +65,14 @@ def _config_from_args(cls: type, args: argparse.Namespace, **fixed):
 def _cmd_synth(args: argparse.Namespace) -> int:
     from icnseg.data.synth import generate
 
-    out = generate(args.out, args.n, seed=args.seed, size=args.size, force=args.force,
-                   val_fraction=args.val_fraction)
+    out = generate(
+        args.out,
+        args.n,
+        seed=args.seed,
+        size=args.size,
+        force=args.force,
+        val_fraction=args.val_fraction,
+    )
     print(f"wrote {args.n} images in VOC layout to {out}")
     return 0
 
@@ -74,8 +91,15 @@ def _cmd_stage2(args: argparse.Namespace) -> int:
     if len(labels) > 2 or (labels[0] == "saliency") != (len(labels) == 2):
         raise ConfigError("--labels takes 'proposals' or 'saliency DIR'")
     args.labels = None
-    cfg = _config_from_args(Stage2Config, args, data=args.data, out=args.out, stage1=args.stage1,
-                            labels=labels[0], saliency_dir=labels[1] if len(labels) == 2 else None)
+    cfg = _config_from_args(
+        Stage2Config,
+        args,
+        data=args.data,
+        out=args.out,
+        stage1=args.stage1,
+        labels=labels[0],
+        saliency_dir=labels[1] if len(labels) == 2 else None,
+    )
     train_stage2(cfg)
     return 0
 
@@ -85,8 +109,11 @@ def _segment_config(args: argparse.Namespace, model):
     from icnseg.pipeline import config_for
 
     match = {k: getattr(args, k) for k in ("scoring", "nms_iou") if getattr(args, k) is not None}
-    kw = {k: getattr(args, k) for k in ("iterations", "threshold", "rule")
-          if getattr(args, k) is not None}
+    kw = {
+        k: getattr(args, k)
+        for k in ("iterations", "threshold", "rule")
+        if getattr(args, k) is not None
+    }
     return config_for(model, **kw, **({"match": match} if match else {}))
 
 
@@ -97,10 +124,21 @@ def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
     paths = expand_inputs(inputs)
     model = load(model_name)
     cfg = _segment_config(args, model)
-    config = {"model": model.source, "backend": args.backend, "proposals": args.proposals,
-              **cfg.to_dict()}
-    summary = run_images(torch_segmenter(model, cfg, with_prm=args.prm_panel), paths, out,
-                         model.classes, config, proposals=args.proposals)
+    config = {
+        "model": model.source,
+        "backend": args.backend,
+        "proposals": args.proposals,
+        **cfg.to_dict(),
+    }
+    summary = run_images(
+        torch_segmenter(model, cfg, with_prm=args.prm_panel),
+        paths,
+        out,
+        model.classes,
+        config,
+        proposals=args.proposals,
+        log=lambda m: print(m, file=sys.stderr),
+    )
     print(summary.line(out))
     return 1 if summary.failed else 0
 
@@ -121,7 +159,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from icnseg.eval import evaluate_dirs, format_table, write_metrics
+    from icnseg.eval_files import evaluate_dirs, format_table, write_metrics
 
     metrics = evaluate_dirs(args.pred_dir, args.gt, split=args.split)
     print(format_table(metrics))
@@ -132,19 +170,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_segment_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="torch", choices=("torch",),
-                   help="inference backend (default: torch)")
+    p.add_argument(
+        "--backend", default="torch", choices=("torch",), help="inference backend (default: torch)"
+    )
     p.add_argument("--device", default="cpu", choices=("cpu",), help="(default: cpu)")
-    p.add_argument("--proposals", default="builtin",
-                   help="'builtin' or a folder with <stem>.mat/.json/<stem>/ per image")
-    p.add_argument("--iterations", type=int, default=None,
-                   help="T, ICN passes (default: 3; 0 = naive PRM)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="binarisation threshold of the enhanced map (default: 0.5)")
-    p.add_argument("--rule", choices=("prm", "gradient"), default=None,
-                   help="PRM backprop rule (default: prm)")
-    p.add_argument("--scoring", choices=("icn", "paper", "prm"), default=None,
-                   help="proposal matching (Eq. 5) variant (default: icn)")
+    p.add_argument(
+        "--proposals",
+        default="builtin",
+        help="'builtin' or a folder with <stem>.mat/.json/<stem>/ per image",
+    )
+    p.add_argument(
+        "--iterations", type=int, default=None, help="T, ICN passes (default: 3; 0 = naive PRM)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="binarisation threshold of the enhanced map (default: 0.5)",
+    )
+    p.add_argument(
+        "--rule", choices=("prm", "gradient"), default=None, help="PRM backprop rule (default: prm)"
+    )
+    p.add_argument(
+        "--scoring",
+        choices=("icn", "paper", "prm"),
+        default=None,
+        help="proposal matching (Eq. 5) variant (default: icn)",
+    )
     p.add_argument("--nms-iou", type=float, default=None, help="mask NMS IoU (default: 0.5)")
     p.add_argument("--prm-panel", action="store_true", help="add a PRM heat-map panel")
 
@@ -155,8 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     from icnseg.train.stage2 import Stage2Config
 
     parser = argparse.ArgumentParser(
-        prog="icnseg", description="Weakly supervised instance segmentation (PRM + ICN): "
-        "train, export, run, evaluate, benchmark.")
+        prog="icnseg",
+        description="Weakly supervised instance segmentation (PRM + ICN): "
+        "train, export, run, evaluate, benchmark.",
+    )
     parser.add_argument("--version", action="version", version=f"icnseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -171,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth)
 
     train = sub.add_parser("train", help="two-stage training").add_subparsers(
-        dest="stage", required=True)
+        dest="stage", required=True
+    )
     p = train.add_parser("stage1", help="train the PRM classifier on image-level labels")
     p.add_argument("--data", required=True, help="VOC-layout dataset root")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors or .pt)")
@@ -181,9 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="VOC-layout dataset root")
     p.add_argument("--out", required=True, help="checkpoint to write (classifier + ICN)")
     p.add_argument("--stage1", required=True, help="stage-1 checkpoint")
-    p.add_argument("--labels", nargs="+", metavar=("SOURCE", "DIR"), default=None,
-                   help="'proposals' (default: pseudo labels from matched proposals) or "
-                   "'saliency DIR' (instance masks of a VOC-layout DIR as labels)")
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        metavar=("SOURCE", "DIR"),
+        default=None,
+        help="'proposals' (default: pseudo labels from matched proposals) or "
+        "'saliency DIR' (instance masks of a VOC-layout DIR as labels)",
+    )
     _add_config_args(p, Stage2Config, skip=("data", "out", "stage1", "labels", "saliency_dir"))
     p.set_defaults(func=_cmd_stage2)
 

@@ -109,7 +109,9 @@ def resolve_model_path(model: str | os.PathLike) -> Path:
         return DEFAULT_CHECKPOINT
     path = Path(model)
     if not path.exists():
-        raise InputError(f"{path}: no such model (expected a checkpoint, an export dir or 'default')")
+        raise InputError(
+            f"{path}: no such model (expected a checkpoint, an export dir or 'default')"
+        )
     return path
 
 

@@ -86,8 +86,13 @@ def _to_input(model, image: np.ndarray):
     from icnseg.data.transforms import normalize
 
     h, w = model.input_size
-    resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA
-                         if image.shape[0] * image.shape[1] > h * w else cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        image,
+        (w, h),
+        interpolation=cv2.INTER_AREA
+        if image.shape[0] * image.shape[1] > h * w
+        else cv2.INTER_LINEAR,
+    )
     return resized, torch.from_numpy(normalize(resized, model.mean, model.std))[None]
 
 
@@ -108,7 +113,9 @@ def run_stages(model, image: np.ndarray, cfg: SegmentConfig) -> Stages:
     stages = Stages(resized, conf, peaks, prm.numpy(), crm=crm.numpy())
     if cfg.iterations > 0 and len(peaks):
         if model.icn is None:
-            raise ConfigError(f"{model.source}: has no ICN (a stage-1 checkpoint); use --iterations 0")
+            raise ConfigError(
+                f"{model.source}: has no ICN (a stage-1 checkpoint); use --iterations 0"
+            )
         with torch.no_grad():
             xs = x.expand(len(peaks), -1, -1, -1)
             v = enhance(model.icn, xs, prm[:, None], iterations=cfg.iterations)
@@ -128,13 +135,16 @@ def binary_maps(stages: Stages, cfg: SegmentConfig) -> np.ndarray:
 def crm_background(stages: Stages) -> np.ndarray:
     """Per-instance class response map at input size [K, H, W] (for background="crm")."""
     h, w = stages.image.shape[:2]
-    maps = [cv2.resize(stages.crm[int(p[0])], (w, h), interpolation=cv2.INTER_LINEAR)
-            for p in stages.peaks]
+    maps = [
+        cv2.resize(stages.crm[int(p[0])], (w, h), interpolation=cv2.INTER_LINEAR)
+        for p in stages.peaks
+    ]
     return np.stack(maps) if maps else np.zeros((0, h, w), np.float32)
 
 
-def select_instances(stages: Stages, proposals: Proposals, classes, cfg: SegmentConfig
-                     ) -> list[Instance]:
+def select_instances(
+    stages: Stages, proposals: Proposals, classes, cfg: SegmentConfig
+) -> list[Instance]:
     """Match every instance to its best proposal, score it and apply class-aware mask NMS."""
     k = len(stages.peaks)
     if k == 0 or len(proposals) == 0:
@@ -157,9 +167,14 @@ def select_instances(stages: Stages, proposals: Proposals, classes, cfg: Segment
     stride_x = w / stages.crm.shape[2]
     return [
         Instance(
-            class_name=classes[cls[i]], class_index=int(cls[i]), score=float(score[i]),
+            class_name=classes[cls[i]],
+            class_index=int(cls[i]),
+            score=float(score[i]),
             mask=proposals.masks[idx[i]],
-            peak=(int((stages.peaks[i, 1] + 0.5) * stride_y), int((stages.peaks[i, 2] + 0.5) * stride_x)),
+            peak=(
+                int((stages.peaks[i, 1] + 0.5) * stride_y),
+                int((stages.peaks[i, 2] + 0.5) * stride_x),
+            ),
             quality=float(quality[i]),
         )
         for i in keep
@@ -171,10 +186,14 @@ def rescale_instances(instances: list[Instance], shape: tuple[int, int]) -> list
     out = []
     for inst in instances:
         h, w = inst.mask.shape
-        m = cv2.resize(inst.mask.astype(np.uint8), (shape[1], shape[0]),
-                       interpolation=cv2.INTER_NEAREST).astype(bool)
-        peak = None if inst.peak is None else (
-            int(inst.peak[0] * shape[0] / h), int(inst.peak[1] * shape[1] / w))
+        m = cv2.resize(
+            inst.mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST
+        ).astype(bool)
+        peak = (
+            None
+            if inst.peak is None
+            else (int(inst.peak[0] * shape[0] / h), int(inst.peak[1] * shape[1] / w))
+        )
         out.append(Instance(inst.class_name, inst.class_index, inst.score, m, peak, inst.quality))
     return out
 
@@ -191,24 +210,38 @@ def resize_proposals(proposals: Proposals, shape: tuple[int, int]) -> Proposals:
     if proposals.superpixels is not None:
         sp = nearest(proposals.superpixels.astype(np.int32))
         return Proposals.from_membership(sp, proposals.membership)
-    masks = np.stack([nearest(m.astype(np.uint8)) for m in proposals.masks]).astype(bool) \
-        if len(proposals) else np.zeros((0, h, w), bool)
+    masks = (
+        np.stack([nearest(m.astype(np.uint8)) for m in proposals.masks]).astype(bool)
+        if len(proposals)
+        else np.zeros((0, h, w), bool)
+    )
     return Proposals(masks=masks)
 
 
-def segment(model, image_rgb_uint8: np.ndarray, proposals: Proposals | None = None,
-            backend: str = "torch", config: SegmentConfig | None = None) -> list[Instance]:
+def segment(
+    model,
+    image_rgb_uint8: np.ndarray,
+    proposals: Proposals | None = None,
+    backend: str = "torch",
+    config: SegmentConfig | None = None,
+) -> list[Instance]:
     """Segment one RGB uint8 image with Algorithm 1; masks at the image's own size."""
     if backend != "torch":
         raise ConfigError(f"segment(): backend {backend!r} is not available here; use 'torch'")
     cfg = config or config_for(model)
     image = check_image(image_rgb_uint8)
-    return segment_stages(run_stages(model, image, cfg), image.shape[:2], model.classes, cfg,
-                          proposals)
+    return segment_stages(
+        run_stages(model, image, cfg), image.shape[:2], model.classes, cfg, proposals
+    )
 
 
-def segment_stages(stages: Stages, shape: tuple[int, int], classes, cfg: SegmentConfig,
-                   proposals: Proposals | None = None) -> list[Instance]:
+def segment_stages(
+    stages: Stages,
+    shape: tuple[int, int],
+    classes,
+    cfg: SegmentConfig,
+    proposals: Proposals | None = None,
+) -> list[Instance]:
     """Proposals (built-in unless given) -> matching -> NMS, masks returned at ``shape``."""
     if proposals is None:
         from icnseg.proposals.generate import generate_proposals

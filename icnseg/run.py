@@ -27,8 +27,10 @@ class RunSummary:
 
     def line(self, out_dir: str | os.PathLike) -> str:
         """One summary line for the terminal."""
-        s = (f"{len(self.written)} image(s) segmented, {self.instances} instance(s), "
-             f"{len(self.failed)} failed, {self.seconds:.1f}s -> {out_dir}")
+        s = (
+            f"{len(self.written)} image(s) segmented, {self.instances} instance(s), "
+            f"{len(self.failed)} failed, {self.seconds:.1f}s -> {out_dir}"
+        )
         return s
 
 
@@ -45,8 +47,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         elif p.exists():
             out.append(p)
         elif any(ch in item for ch in "*?["):
-            found = sorted(Path(q) for q in glob.glob(item, recursive=True)
-                           if Path(q).suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(
+                Path(q)
+                for q in glob.glob(item, recursive=True)
+                if Path(q).suffix.lower() in IMAGE_EXTENSIONS
+            )
             if not found:
                 raise InputError(f"{item}: pattern matches no images")
             out.extend(found)
@@ -96,15 +101,30 @@ def run_images(
     out = Path(out_dir)
     summary = RunSummary()
     t0 = time.perf_counter()
-    for path, stem in tqdm(list(zip(paths, _unique_stems(paths), strict=True)), desc="segment",
-                           disable=None if progress else True, leave=False):
+    for path, stem in tqdm(
+        list(zip(paths, _unique_stems(paths), strict=True)),
+        desc="segment",
+        disable=None if progress else True,
+        leave=False,
+    ):
         try:
             image = read_image(path)
-            props = None if proposals == "builtin" else load_proposals_for(
-                proposals, path, image.shape[:2])
+            props = (
+                None
+                if proposals == "builtin"
+                else load_proposals_for(proposals, path, image.shape[:2])
+            )
             instances, prm = segment_fn(image, props)
-            write_result(out, stem, image, instances, config, prm=prm, image_name=path.name,
-                         class_names=class_names)
+            write_result(
+                out,
+                stem,
+                image,
+                instances,
+                config,
+                prm=prm,
+                image_name=path.name,
+                class_names=class_names,
+            )
         except IcnsegError as exc:
             summary.failed.append((str(path), str(exc)))
             log(f"icnseg: error: {exc}")

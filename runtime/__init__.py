@@ -1,1 +1,1 @@
-"""Runtime: backends (torch, onnxruntime, tensorrt), engine chaining, device buffers, CUDA matcher."""
+"""Runtime: backends (torch, onnxruntime, tensorrt), engine chaining, device buffers, matcher."""

@@ -18,12 +18,9 @@ from icnseg.eval import (
     ImagePrediction,
     average_precision,
     evaluate,
-    evaluate_dirs,
-    format_table,
-    load_predictions,
     mask_iou,
-    write_metrics,
 )
+from icnseg.eval_files import evaluate_dirs, format_table, load_predictions, write_metrics
 from icnseg.fileio import write_text
 from icnseg.outputs import Instance, instances_to_json
 

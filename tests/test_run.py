@@ -34,9 +34,12 @@ def images(tmp_path):
 
 
 def _run(args, capsys):
+    """Run the CLI; return (exit code, stdout, error lines from stderr and main's err)."""
     errors = []
     rc = main(args, err=errors.append)
-    return rc, capsys.readouterr().out, errors
+    captured = capsys.readouterr()
+    return rc, captured.out, [line for line in captured.err.splitlines()
+                              if line.startswith("icnseg:")] + errors
 
 
 def _record(out, stem):

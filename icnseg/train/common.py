@@ -70,7 +70,9 @@ def load_resume(path: Path, config: dict) -> dict[str, Any] | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: unreadable resume file ({exc}); delete it to restart") from exc
+        raise CheckpointError(
+            f"{path}: unreadable resume file ({exc}); delete it to restart"
+        ) from exc
     if blob.get("config") != json.dumps(config, sort_keys=True):
         raise CheckpointError(
             f"{path}: resume file was written with other settings; delete it or rerun with them"

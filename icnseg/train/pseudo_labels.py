@@ -19,8 +19,9 @@ class Target:
     mask: np.ndarray  # bool [H, W], pseudo label (or instance-saliency mask)
 
 
-def naive_prms(classifier, image: np.ndarray, present: np.ndarray, peak_cfg, rule: str,
-               mean, std) -> tuple[np.ndarray, np.ndarray]:
+def naive_prms(
+    classifier, image: np.ndarray, present: np.ndarray, peak_cfg, rule: str, mean, std
+) -> tuple[np.ndarray, np.ndarray]:
     """Peaks (Eq. 1) of the classes in ``present`` and their naive PRMs (Eq. 2) for one image."""
     import torch
 

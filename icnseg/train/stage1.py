@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -104,7 +103,9 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
     from icnseg.models.backbones import load_pretrained
     from icnseg.models.prm import PRMClassifier, peak_stimulation
 
-    check_positive(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, input_size=cfg.input_size)
+    check_positive(
+        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, input_size=cfg.input_size
+    )
     if cfg.input_size % 32:
         raise ConfigError(f"--input-size must be a multiple of 32 (got {cfg.input_size})")
     seed_everything(cfg.seed)
@@ -131,10 +132,14 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
         order = rng.permutation(len(train))
         model.train()
         total, seen = 0.0, 0
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"stage1 {epoch + 1}/{cfg.epochs}",
-                   leave=False, disable=None)
+        bar = tqdm(
+            range(0, len(order), cfg.batch_size),
+            desc=f"stage1 {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=None,
+        )
         for b in bar:
-            idx = order[b:b + cfg.batch_size]
+            idx = order[b : b + cfg.batch_size]
             samples = [train[int(i)] for i in idx]
             x = torch.from_numpy(np.stack([_train_item(s, cfg, rng) for s in samples]))
             y = torch.from_numpy(np.stack([s.labels for s in samples]).astype(np.float32))
@@ -147,8 +152,10 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
             seen += len(idx)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         save_resume(rpath, epoch, model.state_dict(), optim.state_dict(), config)
-        log(f"stage1 epoch {epoch + 1}/{cfg.epochs} loss {total / max(seen, 1):.4f} "
-            f"lr {optim.param_groups[0]['lr']:.2g} ({time.time() - t0:.0f}s)")
+        log(
+            f"stage1 epoch {epoch + 1}/{cfg.epochs} loss {total / max(seen, 1):.4f} "
+            f"lr {optim.param_groups[0]['lr']:.2g} ({time.time() - t0:.0f}s)"
+        )
     val_map = evaluate_classifier(model, val, cfg) if val is not None and len(val) else float("nan")
     model.eval()
     state = {f"classifier.{k}": v for k, v in model.state_dict().items()}

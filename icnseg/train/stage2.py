@@ -67,12 +67,22 @@ def _proposals_for(cfg: Stage2Config, sample_id: str, image: np.ndarray, orig_sh
         raise ConfigError(f"{root}: no proposals for image '{sample_id}' (.mat, .json or folder)")
     props = load_proposals(path, orig_shape)
     h, w = image.shape[:2]
-    masks = np.stack([cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-                      for m in props.masks]).astype(bool) if len(props) else np.zeros((0, h, w), bool)
+    masks = (
+        np.stack(
+            [
+                cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+                for m in props.masks
+            ]
+        ).astype(bool)
+        if len(props)
+        else np.zeros((0, h, w), bool)
+    )
     return Proposals(masks=masks)
 
 
-def build_targets(cfg: Stage2Config, model, dataset, log=print) -> tuple[list[np.ndarray], list[Target]]:
+def build_targets(
+    cfg: Stage2Config, model, dataset, log=print
+) -> tuple[list[np.ndarray], list[Target]]:
     """Resized images and ICN targets for every training image (the classifier is frozen)."""
     from tqdm import tqdm
 
@@ -88,16 +98,20 @@ def build_targets(cfg: Stage2Config, model, dataset, log=print) -> tuple[list[np
         s = dataset[i]
         image = resize(s.image, (h, w))
         present = s.labels > 0
-        peaks, prm = naive_prms(model.classifier, image, present, peak_cfg, cfg.rule,
-                                model.mean, model.std)
+        peaks, prm = naive_prms(
+            model.classifier, image, present, peak_cfg, cfg.rule, model.mean, model.std
+        )
         images.append(image)
         if len(peaks) == 0:
             continue
         if cfg.labels == "saliency":
             from icnseg.data.transforms import resize_mask
 
-            masks = np.stack([resize_mask(m, (h, w)) for m in s.instance_masks]) \
-                if len(s.instance_masks) else np.zeros((0, h, w), bool)
+            masks = (
+                np.stack([resize_mask(m, (h, w)) for m in s.instance_masks])
+                if len(s.instance_masks)
+                else np.zeros((0, h, w), bool)
+            )
             pairs = saliency_targets(prm, masks)
             labels = [masks[j] if j >= 0 else None for j in pairs]
         else:
@@ -120,10 +134,12 @@ def _augment(rng: np.random.Generator, image, prm, mask, scale: float):
     y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
     crop = (slice(y, y + ch), slice(x, x + cw))
     image = cv2.resize(np.ascontiguousarray(image[crop]), (w, h), interpolation=cv2.INTER_LINEAR)
-    prm = cv2.resize(np.ascontiguousarray(prm[crop], np.float32), (w, h),
-                     interpolation=cv2.INTER_LINEAR)
-    mask = cv2.resize(np.ascontiguousarray(mask[crop], np.uint8), (w, h),
-                      interpolation=cv2.INTER_NEAREST)
+    prm = cv2.resize(
+        np.ascontiguousarray(prm[crop], np.float32), (w, h), interpolation=cv2.INTER_LINEAR
+    )
+    mask = cv2.resize(
+        np.ascontiguousarray(mask[crop], np.uint8), (w, h), interpolation=cv2.INTER_NEAREST
+    )
     return image, prm, mask.astype(bool)
 
 
@@ -168,13 +184,23 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
         order = rng.permutation(len(targets))
         icn.train()
         total, seen = 0.0, 0
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"stage2 {epoch + 1}/{cfg.epochs}",
-                   leave=False, disable=None)
+        bar = tqdm(
+            range(0, len(order), cfg.batch_size),
+            desc=f"stage2 {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=None,
+        )
         for b in bar:
-            batch = [targets[int(i)] for i in order[b:b + cfg.batch_size]]
-            items = [_augment(rng, images[t.image_index], t.prm.astype(np.float32), t.mask,
-                              cfg.crop_scale) for t in batch]
-            x = torch.from_numpy(np.stack([normalize(im, model.mean, model.std) for im, _, _ in items]))
+            batch = [targets[int(i)] for i in order[b : b + cfg.batch_size]]
+            items = [
+                _augment(
+                    rng, images[t.image_index], t.prm.astype(np.float32), t.mask, cfg.crop_scale
+                )
+                for t in batch
+            ]
+            x = torch.from_numpy(
+                np.stack([normalize(im, model.mean, model.std) for im, _, _ in items])
+            )
             r = torch.from_numpy(np.stack([p for _, p, _ in items]))[:, None]
             y = torch.from_numpy(np.stack([m for _, _, m in items]).astype(np.float32))[:, None]
             loss = F.binary_cross_entropy_with_logits(icn.logits(x, r), y)  # Eq. 4
@@ -185,8 +211,10 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
             seen += len(batch)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         save_resume(rpath, epoch, icn.state_dict(), optim.state_dict(), config)
-        log(f"stage2 epoch {epoch + 1}/{cfg.epochs} loss {total / max(seen, 1):.4f} "
-            f"lr {optim.param_groups[0]['lr']:.2g} ({time.time() - t0:.0f}s)")
+        log(
+            f"stage2 epoch {epoch + 1}/{cfg.epochs} loss {total / max(seen, 1):.4f} "
+            f"lr {optim.param_groups[0]['lr']:.2g} ({time.time() - t0:.0f}s)"
+        )
     icn.eval()
     state = {f"classifier.{k}": v for k, v in model.classifier.state_dict().items()}
     state.update({f"icn.{k}": v for k, v in icn.state_dict().items()})
