@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -163,3 +165,15 @@ def random_seeds():
 def randomise_bn():
     """Give BatchNorms non-trivial eval statistics."""
     return _randomise_bn
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip this folder's ``slow`` tests unless selected with ``-m slow`` (pyproject: excluded
+    from the default run; addopts does not deselect them)."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    here = str(Path(__file__).parent)
+    for item in items:
+        if "slow" in item.keywords and str(item.path).startswith(here):
+            item.add_marker(skip)

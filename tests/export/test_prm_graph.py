@@ -118,8 +118,8 @@ def tiny():
     return net
 
 
-def _check_prm_model(net, model, x, cfg, k_max, rule, ort_session) -> float:
-    """Run prm.onnx and compare every output with the PyTorch reference; returns R error."""
+def _run_prm_model(net, model, x, cfg, k_max, ort_session):
+    """Run prm.onnx, check crm/scores/peaks against PyTorch; return (R [n,H,W], peaks [n,4])."""
     onnx.checker.check_model(model, full_check=True)
     check_trt_ops(model)
     got = ort_session(model).run(list(PRM_OUTPUTS), {"image": x.numpy()})
@@ -133,12 +133,13 @@ def _check_prm_model(net, model, x, cfg, k_max, rule, ort_session) -> float:
     assert n == len(peaks)
     np.testing.assert_array_equal(outs["peaks"][:n, :3], peaks[:, :3])
     np.testing.assert_allclose(outs["peaks"][:n, 3], peaks[:, 3], rtol=1e-4, atol=1e-6)
-    want = peak_response_maps(net, x, peaks, rule).numpy()
-    got = outs["prm"]
-    assert got.shape == (k_max, *x.shape[2:]) and not got[n:].any()
-    err = float(np.abs(got[:n] - want).max() / np.abs(want).max())
-    assert err <= 1e-4
-    return err
+    assert outs["prm"].shape == (k_max, *x.shape[2:]) and not outs["prm"][n:].any()
+    return outs["prm"][:n], peaks
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max |want|."""
+    return float(np.abs(got - want).max() / np.abs(want).max())
 
 
 @pytest.mark.parametrize("rule", ["gradient", "prm"])
@@ -146,7 +147,8 @@ def test_prm_onnx_matches_torch(tiny, rule, ort_session):
     cfg = PeakConfig(score_threshold=0.3)
     x = torch.randn(1, 3, 64, 56, generator=torch.Generator().manual_seed(4))
     model = build_prm_onnx(tiny, cfg, (64, 56), k_max=12, rule=rule)
-    _check_prm_model(tiny, model, x, cfg, 12, rule, ort_session)
+    got, peaks = _run_prm_model(tiny, model, x, cfg, 12, ort_session)
+    assert rel_err(got, peak_response_maps(tiny, x, peaks, rule).numpy()) <= 1e-4
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["icnseg.rule"] == rule and json.loads(meta["icnseg.input_size"]) == [64, 56]
     assert json.loads(meta["icnseg.peak_config"])["score_threshold"] == 0.3
@@ -171,9 +173,15 @@ def test_bad_rule(tiny):
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
 @pytest.mark.parametrize("rule", ["gradient", "prm"])
 def test_shipped_backbones_448(backbone, rule, ort_session):
+    """Deep random-init nets flip ReLU/max-pool decisions at FP32 rounding level, so torch FP32
+    itself can be ~1e-2 off its FP64 result: the export must be as close to FP64 as torch FP32
+    is (or within 1e-4), not bit-equal to torch FP32."""
     torch.manual_seed(0)
     net = PRMClassifier(backbone, 20).eval()
     cfg = PeakConfig(score_threshold=0.0, max_peaks=8)
     x = torch.randn(1, 3, 448, 448, generator=torch.Generator().manual_seed(0))
     model = build_prm_onnx(net, cfg, (448, 448), k_max=8, rule=rule)
-    _check_prm_model(net, model, x, cfg, 8, rule, ort_session)
+    got, peaks = _run_prm_model(net, model, x, cfg, 8, ort_session)
+    want32 = peak_response_maps(net, x, peaks, rule).numpy()
+    want64 = peak_response_maps(net.double(), x.double(), peaks, rule).numpy()
+    assert rel_err(got, want64) <= max(1e-4, 2 * rel_err(want32, want64))
