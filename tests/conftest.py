@@ -18,6 +18,8 @@ def tiny_checkpoint(tmp_path_factory):
 
     torch.manual_seed(0)
     classifier = PRMClassifier("tiny", len(SYNTH_CLASSES)).eval()
+    with torch.no_grad():  # Eq. 1 subtracts mean(M): a negative offset lets random maps peak
+        classifier.classifier.bias.fill_(-2.0)
     icn = ICN(encoder="tiny").eval()
     state = {f"classifier.{k}": v for k, v in classifier.state_dict().items()}
     state.update({f"icn.{k}": v for k, v in icn.state_dict().items()})

@@ -15,8 +15,6 @@ Conventions shared with the ONNX export (keep them in sync with export/):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +23,7 @@ from torch import nn
 from icnseg.errors import ConfigError
 from icnseg.models.backbones import build_backbone
 from icnseg.models.prm_backprop import backprop_rule, peak_response_maps
+from icnseg.settings import PeakConfig  # torch-free home, re-exported here
 
 __all__ = [
     "PRMClassifier",
@@ -90,34 +89,6 @@ def peak_stimulation(
     mask = peak.to(crm.dtype)
     scores = (crm * mask).flatten(2).sum(2) / mask.flatten(2).sum(2).clamp(min=1.0)
     return scores, torch.nonzero(peak)
-
-
-@dataclass(frozen=True)
-class PeakConfig:
-    """Inference peak finding (Eq. 1) and class presence."""
-
-    filter: str = "gaussian"  # G in Eq. 1: "gaussian" (depthwise conv) or "median"
-    sigma: float = 1.0  # Gaussian standard deviation, in class-response-map pixels
-    kernel_size: int = 7  # Gaussian kernel side (odd); 7 = +-3 sigma for sigma 1
-    median_size: int = 3  # median filter side (odd), for filter="median"
-    window: int = 3  # local-maximum window (odd), MaxPool(window, 1, window//2)
-    score_threshold: float = 0.5  # class present if sigmoid(peak-stimulation score) >= this
-    max_peaks: int = 32  # K_max: most peaks returned per image (fixed size in the export)
-
-    def __post_init__(self) -> None:
-        """Validate the options."""
-        if self.filter not in ("gaussian", "median"):
-            raise ConfigError(f"peak filter must be 'gaussian' or 'median', got {self.filter!r}")
-        for name in ("kernel_size", "median_size", "window"):
-            v = getattr(self, name)
-            if v < 1 or v % 2 == 0:
-                raise ConfigError(f"PeakConfig.{name} must be odd and >= 1, got {v}")
-        if self.sigma <= 0:
-            raise ConfigError(f"PeakConfig.sigma must be > 0, got {self.sigma}")
-        if self.max_peaks < 1:
-            raise ConfigError(f"PeakConfig.max_peaks must be >= 1, got {self.max_peaks}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ConfigError(f"score_threshold must be in [0,1], got {self.score_threshold}")
 
 
 def gaussian_kernel(sigma: float, size: int) -> np.ndarray:

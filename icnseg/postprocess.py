@@ -1,0 +1,186 @@
+"""The numpy stages of Algorithm 1 shared by every backend (torch-free).
+
+Pre-processing (resize + normalise to the model input) and everything after the networks:
+binarise -> matching (Eq. 5) -> top proposal per instance -> class-aware mask NMS -> masks
+at the image's own size. ``icnseg.pipeline`` (torch) and ``icnseg.runtime`` (ONNX) both
+call these, so backends differ only in how they compute ``Stages``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from icnseg.data.transforms import normalize
+from icnseg.errors import InputError
+from icnseg.matching import best_proposals, mask_nms, match_scores
+from icnseg.outputs import Instance
+from icnseg.proposals.types import Proposals
+from icnseg.settings import SegmentConfig
+
+
+@dataclass
+class Stages:
+    """Intermediate results of one image at the model's input size (for ablations and tests)."""
+
+    image: np.ndarray  # uint8 [H, W, 3] resized to the model input
+    class_conf: np.ndarray  # [C] sigmoid class scores
+    peaks: np.ndarray  # [K, 4] (class, y, x, value) in class-response-map pixels
+    prm: np.ndarray  # [K, H, W] naive PRMs
+    enhanced: np.ndarray | None = None  # [K, H, W] ICN output in [0, 1] after T passes
+    crm: np.ndarray | None = None  # [C, h, w] class response maps
+
+
+def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Return ``image`` as RGB uint8 [H, W, 3], or raise InputError naming ``name``."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
+        raise InputError(f"{name}: expected an RGB image [H, W, 3], got shape {a.shape}")
+    if a.dtype != np.uint8:
+        raise InputError(f"{name}: expected uint8 pixels, got {a.dtype}")
+    return np.ascontiguousarray(a[..., :3])
+
+
+def prepare_input(
+    image: np.ndarray,
+    size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize to ``size`` (area when shrinking, bilinear otherwise) -> (uint8 [H,W,3], x [1,3,H,W])."""
+    h, w = size
+    shrink = image.shape[0] * image.shape[1] > h * w
+    resized = cv2.resize(
+        image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )
+    return resized, normalize(resized, mean, std)[None]
+
+
+def minmax(maps: np.ndarray) -> np.ndarray:
+    """Scale each map of a stack [K, H, W] to [0, 1] (constant maps become 0)."""
+    flat = maps.reshape(len(maps), -1)
+    lo = flat.min(1, keepdims=True) if flat.size else flat
+    hi = flat.max(1, keepdims=True) if flat.size else flat
+    return ((flat - lo) / np.maximum(hi - lo, 1e-12)).reshape(maps.shape).astype(np.float32)
+
+
+def binary_maps(stages: Stages, cfg: SegmentConfig) -> np.ndarray:
+    """V_k: the enhanced map (or, for T = 0, the normalised naive PRM) binarised, [K, H, W]."""
+    if stages.enhanced is not None:
+        return stages.enhanced >= cfg.threshold
+    return minmax(stages.prm) >= cfg.naive_threshold
+
+
+def crm_background(stages: Stages) -> np.ndarray:
+    """Per-instance class response map at input size [K, H, W] (for background="crm")."""
+    h, w = stages.image.shape[:2]
+    maps = [
+        cv2.resize(stages.crm[int(p[0])], (w, h), interpolation=cv2.INTER_LINEAR)
+        for p in stages.peaks
+    ]
+    return np.stack(maps) if maps else np.zeros((0, h, w), np.float32)
+
+
+def select_instances(
+    stages: Stages, proposals: Proposals, classes, cfg: SegmentConfig
+) -> list[Instance]:
+    """Match every instance to its best proposal, score it and apply class-aware mask NMS."""
+    k = len(stages.peaks)
+    if k == 0 or len(proposals) == 0:
+        return []
+    v = binary_maps(stages, cfg)
+    crm = crm_background(stages) if cfg.match.background == "crm" else None
+    scores = match_scores(v, proposals, cfg.match, prm=stages.prm, crm=crm)
+    idx, quality = best_proposals(scores)
+    cls = stages.peaks[:, 0].astype(int)
+    # Instance score = class confidence x match quality (clipped to [0, 1]); quality ranks
+    # peaks of one class, confidence ranks classes, as the mAP^r protocol needs both.
+    score = stages.class_conf[cls] * np.clip(quality, 0.0, 1.0)
+    ok = np.isfinite(quality) & (quality >= cfg.min_quality)
+    cand = np.flatnonzero(ok)
+    masks = proposals.masks[idx[cand]]
+    keep = cand[mask_nms(masks, score[cand], cls[cand], cfg.match.nms_iou)]
+    keep = keep[np.argsort(-score[keep], kind="stable")]
+    h, w = stages.image.shape[:2]
+    stride_y = h / stages.crm.shape[1]
+    stride_x = w / stages.crm.shape[2]
+    return [
+        Instance(
+            class_name=classes[cls[i]],
+            class_index=int(cls[i]),
+            score=float(score[i]),
+            mask=proposals.masks[idx[i]],
+            peak=(
+                int((stages.peaks[i, 1] + 0.5) * stride_y),
+                int((stages.peaks[i, 2] + 0.5) * stride_x),
+            ),
+            quality=float(quality[i]),
+        )
+        for i in keep
+    ]
+
+
+def rescale_instances(instances: list[Instance], shape: tuple[int, int]) -> list[Instance]:
+    """Resize instance masks (nearest) and peaks from the model input size to ``shape``."""
+    out = []
+    for inst in instances:
+        h, w = inst.mask.shape
+        m = cv2.resize(
+            inst.mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST
+        ).astype(bool)
+        peak = (
+            None
+            if inst.peak is None
+            else (int(inst.peak[0] * shape[0] / h), int(inst.peak[1] * shape[1] / w))
+        )
+        out.append(Instance(inst.class_name, inst.class_index, inst.score, m, peak, inst.quality))
+    return out
+
+
+def resize_proposals(proposals: Proposals, shape: tuple[int, int]) -> Proposals:
+    """Proposals resized (nearest) to ``shape``; the superpixel factorisation is kept."""
+    if proposals.shape == tuple(shape):
+        return proposals
+    h, w = shape
+
+    def nearest(a):
+        return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST)
+
+    if proposals.superpixels is not None:
+        sp = nearest(proposals.superpixels.astype(np.int32))
+        return Proposals.from_membership(sp, proposals.membership)
+    masks = (
+        np.stack([nearest(m.astype(np.uint8)) for m in proposals.masks]).astype(bool)
+        if len(proposals)
+        else np.zeros((0, h, w), bool)
+    )
+    return Proposals(masks=masks)
+
+
+def segment_stages(
+    stages: Stages,
+    shape: tuple[int, int],
+    classes,
+    cfg: SegmentConfig,
+    proposals: Proposals | None = None,
+) -> list[Instance]:
+    """Proposals (built-in unless given) -> matching -> NMS, masks returned at ``shape``."""
+    if proposals is None:
+        from icnseg.proposals.generate import generate_proposals
+
+        proposals = generate_proposals(stages.image)
+    else:
+        proposals = resize_proposals(proposals, stages.image.shape[:2])
+    return rescale_instances(select_instances(stages, proposals, classes, cfg), shape)
+
+
+def prm_panel(stages: Stages, shape: tuple[int, int]) -> np.ndarray | None:
+    """Max over K of the naive PRMs resized to ``shape`` [1, H, W] (overlay panel), or None."""
+    if not len(stages.prm):
+        return None
+    return cv2.resize(stages.prm.max(0), (shape[1], shape[0]))[None]

@@ -1,0 +1,85 @@
+"""Inference settings shared by every backend (torch-free): PeakConfig and SegmentConfig.
+
+They live here, not beside the torch code, so that the ONNX runtime can build and validate
+them without importing torch; ``icnseg.models.prm`` and ``icnseg.pipeline`` re-export them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from icnseg.errors import ConfigError
+from icnseg.matching import MatchConfig
+
+
+@dataclass(frozen=True)
+class PeakConfig:
+    """Inference peak finding (Eq. 1) and class presence."""
+
+    filter: str = "gaussian"  # G in Eq. 1: "gaussian" (depthwise conv) or "median"
+    sigma: float = 1.0  # Gaussian standard deviation, in class-response-map pixels
+    kernel_size: int = 7  # Gaussian kernel side (odd); 7 = +-3 sigma for sigma 1
+    median_size: int = 3  # median filter side (odd), for filter="median"
+    window: int = 3  # local-maximum window (odd), MaxPool(window, 1, window//2)
+    score_threshold: float = 0.5  # class present if sigmoid(peak-stimulation score) >= this
+    max_peaks: int = 32  # K_max: most peaks returned per image (fixed size in the export)
+
+    def __post_init__(self) -> None:
+        """Validate the options."""
+        if self.filter not in ("gaussian", "median"):
+            raise ConfigError(f"peak filter must be 'gaussian' or 'median', got {self.filter!r}")
+        for name in ("kernel_size", "median_size", "window"):
+            v = getattr(self, name)
+            if v < 1 or v % 2 == 0:
+                raise ConfigError(f"PeakConfig.{name} must be odd and >= 1, got {v}")
+        if self.sigma <= 0:
+            raise ConfigError(f"PeakConfig.sigma must be > 0, got {self.sigma}")
+        if self.max_peaks < 1:
+            raise ConfigError(f"PeakConfig.max_peaks must be >= 1, got {self.max_peaks}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ConfigError(f"score_threshold must be in [0,1], got {self.score_threshold}")
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Everything Algorithm 1 needs besides the model; recorded in every output."""
+
+    iterations: int = 3  # T: ICN passes at test time (paper 3.2); 0 = naive PRM (w/o ICN)
+    threshold: float = 0.5  # binarise the enhanced map V at this value
+    naive_threshold: float = 0.2  # binarise the min-max normalised naive PRM when T = 0
+    rule: str = "prm"  # PRM backprop rule: prm (original PRM code) | gradient (Eq. 2 as printed)
+    peaks: PeakConfig = field(default_factory=PeakConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    min_quality: float = 0.0  # drop instances whose best match quality is below this
+
+    def __post_init__(self) -> None:
+        """Validate the options."""
+        if self.iterations < 0:
+            raise ConfigError(f"iterations must be >= 0 (got {self.iterations})")
+        for name in ("threshold", "naive_threshold"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in (0, 1) (got {getattr(self, name)})")
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form for output files."""
+        return asdict(self)
+
+
+def config_from_dict(saved_config: dict[str, Any], **overrides: Any) -> SegmentConfig:
+    """SegmentConfig from a checkpoint/manifest config (``peaks``/``segment``/``match``) + overrides.
+
+    ``overrides["match"]`` may be a dict of MatchConfig fields to change.
+    """
+    saved = dict(saved_config.get("segment", {}))
+    try:
+        peaks = PeakConfig(**{**saved_config.get("peaks", {}), **saved.pop("peaks", {})})
+        match = MatchConfig(**{**saved_config.get("match", {}), **saved.pop("match", {})})
+        fields = {**saved, **overrides}
+        if isinstance(fields.get("match"), dict):
+            match = MatchConfig(**{**asdict(match), **fields.pop("match")})
+        fields.setdefault("match", match)
+        fields.setdefault("peaks", peaks)
+        return SegmentConfig(**fields)
+    except TypeError as exc:  # an unknown key in a saved config
+        raise ConfigError(f"bad segment settings: {exc}") from exc
