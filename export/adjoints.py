@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from icnseg.export.graph import GraphBuilder
 from icnseg.export.trace import TracedOp
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+
+from icnseg.errors import ExportError
 from icnseg.export import adjoints
 from icnseg.export.graph import GraphBuilder
 from icnseg.export.trace import TracedGraph, TracedOp
-
-from icnseg.errors import ExportError
 
 RULES = ("gradient", "prm")
 PRM_EPS = 1e-10  # the original PRM code's epsilon for |Z| and its zero threshold

@@ -13,11 +13,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from icnseg.errors import InputError
+
+if TYPE_CHECKING:  # onnx is an export-time dependency; the runtime reads manifests without it
+    import onnx
 
 FORMAT = "icnseg-export"
 FORMAT_VERSION = 1

@@ -104,34 +104,72 @@ def _cmd_stage2(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_config(args: argparse.Namespace, model):
-    """The pipeline config: the model's recorded settings, then the run/demo flags."""
-    from icnseg.pipeline import config_for
-
+def _segment_overrides(args: argparse.Namespace) -> dict:
+    """The run/demo flags that change the model's recorded segment settings."""
     match = {k: getattr(args, k) for k in ("scoring", "nms_iou") if getattr(args, k) is not None}
     kw = {
         k: getattr(args, k)
         for k in ("iterations", "threshold", "rule")
         if getattr(args, k) is not None
     }
-    return config_for(model, **kw, **({"match": match} if match else {}))
+    return {**kw, **({"match": match} if match else {})}
+
+
+def _export_dir(model_name: str) -> Path:
+    """MODEL for --backend onnxruntime: an export directory, or 'default' (the shipped one)."""
+    from icnseg.model import ASSETS, resolve_model_path
+
+    if model_name == "default":
+        path = ASSETS / "export"
+        if not (path / "manifest.json").is_file():
+            raise ConfigError(
+                f"{path}: the package ships no exported default model "
+                "(build it with tools/export_default.sh, or use --backend torch)"
+            )
+        return path
+    path = resolve_model_path(model_name)
+    if not path.is_dir():
+        raise ConfigError(
+            f"{path}: --backend onnxruntime needs an export directory; export the checkpoint "
+            f"first: icnseg export {path} --out DIR"
+        )
+    return path
+
+
+def _load_for_backend(model_name: str, args: argparse.Namespace):
+    """(model, segment config, segment_fn) for the chosen backend."""
+    from icnseg.run import stages_segmenter, torch_segmenter
+
+    if args.backend == "torch":
+        from icnseg.model import load
+        from icnseg.pipeline import config_for
+
+        model = load(model_name)
+        cfg = config_for(model, **_segment_overrides(args))
+        return model, cfg, torch_segmenter(model, cfg, with_prm=args.prm_panel)
+    from icnseg.runtime.pipeline import ExportedModel
+
+    model = ExportedModel(_export_dir(model_name), backend=args.backend, device=args.device)
+    cfg = model.segment_config(**_segment_overrides(args))
+    return model, cfg, stages_segmenter(model.run_stages, model.classes, cfg, args.prm_panel)
 
 
 def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
-    from icnseg.model import load
-    from icnseg.run import expand_inputs, run_images, torch_segmenter
+    from icnseg.run import expand_inputs, run_images
 
     paths = expand_inputs(inputs)
-    model = load(model_name)
-    cfg = _segment_config(args, model)
+    if args.backend == "torch" and args.device != "cpu":
+        raise ConfigError(f"--device {args.device}: the torch backend runs on cpu here")
+    model, cfg, segment_fn = _load_for_backend(model_name, args)
     config = {
         "model": model.source,
         "backend": args.backend,
+        "device": args.device,
         "proposals": args.proposals,
         **cfg.to_dict(),
     }
     summary = run_images(
-        torch_segmenter(model, cfg, with_prm=args.prm_panel),
+        segment_fn,
         paths,
         out,
         model.classes,
@@ -147,15 +185,62 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run(args.model, args.inputs, args.out, args)
 
 
+def _torch_available() -> bool:
+    """True if PyTorch can be imported (decides the demo's backend)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from icnseg.model import ASSETS
 
     samples = sorted((ASSETS / "samples").glob("*.jpg"))
     if not samples:
         raise ConfigError(f"{ASSETS / 'samples'}: the package ships no sample images")
+    if args.backend is None:
+        args.backend = "torch" if _torch_available() else "onnxruntime"
+        why = "PyTorch found" if args.backend == "torch" else "PyTorch not installed"
+        print(f"demo: backend {args.backend} ({why})")
     rc = _run("default", [str(p) for p in samples], args.out, args)
     print(f"overlays (PNG) and instances (JSON) are in {args.out}/")
     return rc
+
+
+def _human(n: int) -> str:
+    """Bytes as B / kB / MB."""
+    if n < 1e3:
+        return f"{n} B"
+    return f"{n / 1e3:.1f} kB" if n < 1e6 else f"{n / 1e6:.2f} MB"
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from icnseg.export.pipeline import checkpoint_to_onnx
+
+    result = checkpoint_to_onnx(
+        args.model,
+        args.out,
+        size=tuple(args.size) if args.size else None,
+        peaks=args.peaks,
+        rule=args.rule,
+        opset=args.opset,
+        dynamic_size=args.dynamic_size,
+        unroll=args.unroll,
+        force=args.force,
+    )
+    print(f"exported {args.model} -> {result.out_dir} in {result.seconds:.1f}s")
+    for name, size in result.sizes.items():
+        print(f"  {name:14s} {_human(size):>10s}")
+    if not args.check:
+        return 0
+    from icnseg.export.parity import check_export, format_report
+
+    report = check_export(args.model, result.out_dir)
+    print(format_report(report))
+    return 0 if report["ok"] else 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -169,11 +254,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_segment_args(p: argparse.ArgumentParser) -> None:
+def _add_segment_args(p: argparse.ArgumentParser, backend: str | None = "torch") -> None:
     p.add_argument(
-        "--backend", default="torch", choices=("torch",), help="inference backend (default: torch)"
+        "--backend",
+        default=backend,
+        choices=("torch", "onnxruntime"),
+        help="inference backend; onnxruntime runs an export directory without torch "
+        f"(default: {backend or 'torch if installed, else onnxruntime'})",
     )
-    p.add_argument("--device", default="cpu", choices=("cpu",), help="(default: cpu)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda", "tensorrt"),
+        help="cpu, or cuda / tensorrt (ONNX Runtime GPU execution providers) (default: cpu)",
+    )
     p.add_argument(
         "--proposals",
         default="builtin",
@@ -249,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the embedded model on the bundled sample images")
     p.add_argument("--out", default="icnseg-demo", help="output folder (default: icnseg-demo)")
-    _add_segment_args(p)
+    _add_segment_args(p, backend=None)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("run", help="segment images: <stem>.json + <stem>.png per image")
@@ -258,6 +352,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     _add_segment_args(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("export", help="checkpoint -> prm.onnx, icn.onnx, manifest.json")
+    p.add_argument("model", help="checkpoint file or 'default'")
+    p.add_argument("--out", required=True, help="export directory (must be empty or absent)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="input size (default: the model's)")
+    p.add_argument("--peaks", type=int, default=32, help="K_max, peaks per image (default: 32)")
+    p.add_argument("--rule", choices=("prm", "gradient"), default="prm",
+                   help="backward rule of the PRM graph (default: prm)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument("--dynamic-size", action="store_true",
+                   help="icn.onnx with dynamic H/W (prm.onnx stays at --size)")
+    p.add_argument("--unroll", type=int, default=1,
+                   help="ICN passes chained in icn.onnx; must divide T (default: 1)")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare ONNX Runtime with PyTorch and fail above tolerance (default: on)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("eval", help="mAP^r@0.25/0.5/0.75, ABO and mIoU of predictions")
     p.add_argument("pred_dir", help="folder of <stem>.json written by `icnseg run`")

@@ -52,7 +52,7 @@ def prepare_input(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to ``size`` (area when shrinking, bilinear otherwise) -> (uint8 [H,W,3], x [1,3,H,W])."""
+    """Resize to ``size`` (area if shrinking, else bilinear) -> (uint8 [H,W,3], x [1,3,H,W])."""
     h, w = size
     shrink = image.shape[0] * image.shape[1] > h * w
     resized = cv2.resize(

@@ -135,19 +135,22 @@ def run_images(
     return summary
 
 
-def torch_segmenter(model, cfg, with_prm: bool = False) -> Callable:
-    """A ``segment_fn`` for run_images backed by the eager PyTorch pipeline."""
-    from icnseg.pipeline import check_image, run_stages, segment_stages
+def stages_segmenter(run_stages_fn: Callable, classes, cfg, with_prm: bool = False) -> Callable:
+    """A run_images ``segment_fn`` from any backend's ``run_stages_fn(image, cfg) -> Stages``."""
+    from icnseg.postprocess import check_image, prm_panel, segment_stages
 
     def fn(image: np.ndarray, proposals):
         image = check_image(image)
-        stages = run_stages(model, image, cfg)
-        instances = segment_stages(stages, image.shape[:2], model.classes, cfg, proposals)
-        prm = None
-        if with_prm and len(stages.prm):
-            import cv2
-
-            prm = cv2.resize(stages.prm.max(0), (image.shape[1], image.shape[0]))[None]
-        return instances, prm
+        stages = run_stages_fn(image, cfg)
+        instances = segment_stages(stages, image.shape[:2], classes, cfg, proposals)
+        return instances, (prm_panel(stages, image.shape[:2]) if with_prm else None)
 
     return fn
+
+
+def torch_segmenter(model, cfg, with_prm: bool = False) -> Callable:
+    """A ``segment_fn`` for run_images backed by the eager PyTorch pipeline."""
+    from icnseg.pipeline import run_stages
+
+    return stages_segmenter(lambda image, c: run_stages(model, image, c), model.classes, cfg,
+                            with_prm)

@@ -24,6 +24,11 @@ class PeakConfig:
     window: int = 3  # local-maximum window (odd), MaxPool(window, 1, window//2)
     score_threshold: float = 0.5  # class present if sigmoid(peak-stimulation score) >= this
     max_peaks: int = 32  # K_max: most peaks returned per image (fixed size in the export)
+    # Beyond Eq. 1 (None/0 = the paper as printed): keep a peak only if the class response
+    # M_c there is >= min_response (positive class evidence), and if its P value is >=
+    # relative x the largest P of its class. Weak classifiers give many noise peaks otherwise.
+    min_response: float | None = None
+    relative: float = 0.0
 
     def __post_init__(self) -> None:
         """Validate the options."""
@@ -37,6 +42,8 @@ class PeakConfig:
             raise ConfigError(f"PeakConfig.sigma must be > 0, got {self.sigma}")
         if self.max_peaks < 1:
             raise ConfigError(f"PeakConfig.max_peaks must be >= 1, got {self.max_peaks}")
+        if not 0.0 <= self.relative <= 1.0:
+            raise ConfigError(f"PeakConfig.relative must be in [0,1], got {self.relative}")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ConfigError(f"score_threshold must be in [0,1], got {self.score_threshold}")
 
@@ -67,7 +74,7 @@ class SegmentConfig:
 
 
 def config_from_dict(saved_config: dict[str, Any], **overrides: Any) -> SegmentConfig:
-    """SegmentConfig from a checkpoint/manifest config (``peaks``/``segment``/``match``) + overrides.
+    """SegmentConfig from a checkpoint/manifest config (``peaks``/``segment``/``match``) + flags.
 
     ``overrides["match"]`` may be a dict of MatchConfig fields to change.
     """

@@ -1,1 +1,8 @@
-"""Runtime: backends (torch, onnxruntime, tensorrt), engine chaining, device buffers, matcher."""
+"""Runtime: exported models run without torch (ONNX Runtime now; TensorRT later)."""
+
+from __future__ import annotations
+
+from icnseg.runtime.backend import BACKENDS, Backend, load_backend
+from icnseg.runtime.pipeline import ExportedModel
+
+__all__ = ["BACKENDS", "Backend", "ExportedModel", "load_backend"]

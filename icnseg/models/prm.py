@@ -131,6 +131,11 @@ def find_peaks(
         p = (m - peak_filter(m, cfg) - mean).clamp(min=0)
         pooled = F.max_pool2d(p.unsqueeze(0), cfg.window, 1, cfg.window // 2)[0]
         is_peak = (p == pooled) & (p > 0) & pres.view(-1, 1, 1)
+        if cfg.min_response is not None:
+            is_peak &= m >= cfg.min_response
+        if cfg.relative > 0:
+            best = (p * is_peak).amax(dim=(1, 2), keepdim=True)
+            is_peak &= p >= cfg.relative * best
     flat = is_peak.flatten().numpy()
     vals = p.flatten().numpy()
     idx = np.flatnonzero(flat)

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from icnseg import __version__
-from icnseg.checkpoint import save_checkpoint
+from icnseg.checkpoint import load_checkpoint, save_checkpoint
 from icnseg.errors import ConfigError
-from icnseg.model import MEAN, STD
+from icnseg.model import MEAN, STD, model_from_checkpoint
 from icnseg.train.common import (
     check_positive,
     classification_map,
@@ -31,6 +31,7 @@ class Stage1Config:
     out: str  # checkpoint to write (.safetensors or .pt)
     backbone: str = "resnet50"  # tiny | vgg16 | resnet50 (PRM used ResNet-50)
     pretrained: str | None = None  # torchvision ImageNet weights file for the backbone
+    init: str | None = None  # stage-1 checkpoint to start from (fine-tune / continue)
     input_size: int = 448  # square training/inference size
     epochs: int = 20  # paper: 20 epochs
     lr: float = 1e-4  # paper: Adam 1e-4 ...
@@ -114,6 +115,12 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
     model = PRMClassifier(cfg.backbone, len(train.classes))
     if cfg.pretrained:
         load_pretrained(model.backbone, cfg.pretrained)
+    if cfg.init:
+        start_from = model_from_checkpoint(load_checkpoint(cfg.init))
+        if start_from.config["backbone"] != cfg.backbone or start_from.classes != tuple(train.classes):
+            raise ConfigError(f"{cfg.init}: --init needs a {cfg.backbone} checkpoint with classes "
+                              f"{', '.join(train.classes)}")
+        model.load_state_dict(start_from.classifier.state_dict())
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     config = checkpoint_config(cfg, tuple(train.classes))
     rpath = resume_path(cfg.out)

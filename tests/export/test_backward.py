@@ -7,11 +7,11 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from icnseg.export.backward import build_gradient_model
 from icnseg.export.opset import TRT_ALLOWED_OPS, check_trt_ops
 from icnseg.export.trace import trace_module
-from torch import nn
-
 from icnseg.models.prm_backprop import backprop_rule
 
 SIZES = {"pool": (33, 31), "resnet": (33, 31), "fuse": (32, 32)}

@@ -8,14 +8,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from icnseg.export.graph import GraphBuilder
-from icnseg.export.opset import check_trt_ops, op_histogram
-from icnseg.export.peaks_graph import peaks_graph
-from icnseg.export.prm_graph import PRM_OUTPUTS, build_prm_onnx
 from onnx import TensorProto
 from scipy import ndimage
 
 from icnseg.errors import ExportError
+from icnseg.export.graph import GraphBuilder
+from icnseg.export.opset import check_trt_ops, op_histogram
+from icnseg.export.peaks_graph import peaks_graph
+from icnseg.export.prm_graph import PRM_OUTPUTS, build_prm_onnx
 from icnseg.models.prm import (
     PeakConfig,
     PRMClassifier,
@@ -56,22 +56,30 @@ def brute_eq1(crm: np.ndarray, cfg: PeakConfig) -> list[tuple]:
         else:
             smooth = ndimage.median_filter(m, size=cfg.median_size, mode="constant")
         p = np.maximum(m - smooth - m.mean(), 0)
+        cand = []
         q = cfg.window // 2
         for y in range(h):
             for x in range(w):
                 nb = p[max(0, y - q): y + q + 1, max(0, x - q): x + q + 1]
                 if p[y, x] > 0 and p[y, x] >= nb.max():
-                    rows.append((c, y, x, p[y, x]))
+                    cand.append((c, y, x, p[y, x]))
+        if cfg.min_response is not None:
+            cand = [t for t in cand if m[t[1], t[2]] >= cfg.min_response]
+        if cfg.relative > 0 and cand:
+            top = max(t[3] for t in cand)
+            cand = [t for t in cand if t[3] >= cfg.relative * top]
+        rows += cand
     return sorted(rows, key=lambda t: (-t[3], t[0], t[1], t[2]))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("filt", ["gaussian", "median"])
-def test_peaks_equal_brute_force(seed, filt, ort_session):
+@pytest.mark.parametrize("extra", [{}, {"min_response": 0.2, "relative": 0.4}])
+def test_peaks_equal_brute_force(seed, filt, extra, ort_session):
     rng = np.random.default_rng(seed)
     c, h, w, k_max = 3, 12, 14, 120
     crm = rng.normal(size=(c, h, w)).astype(np.float32)
-    cfg = PeakConfig(filter=filt, score_threshold=0.0)  # every class present
+    cfg = PeakConfig(filter=filt, score_threshold=0.0, **extra)  # every class present
     scores, peaks, count, seeds = ort_session(peaks_model(c, h, w, cfg, k_max)).run(
         None, {"crm": crm[None]})
     want = brute_eq1(crm, cfg)[:k_max]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
-from icnseg.export.opset import TRT_ALLOWED_OPS, check_trt_ops, op_histogram
-from icnseg.export.trace import trace_module
 from torch import nn
 
 from icnseg.errors import ExportError
+from icnseg.export.opset import TRT_ALLOWED_OPS, check_trt_ops, op_histogram
+from icnseg.export.trace import trace_module
 
 
 def test_kinds_and_shapes(make_net):

@@ -45,6 +45,7 @@ def brute_find_peaks(crm: np.ndarray, present: np.ndarray, cfg: PeakConfig) -> l
         else:
             g = ndimage.median_filter(m, size=cfg.median_size, mode="constant", cval=0.0)
         p = np.maximum(m - g - m.mean(), 0.0)
+        cand = []
         r = cfg.window // 2
         for y in range(h):
             for x in range(w):
@@ -52,7 +53,13 @@ def brute_find_peaks(crm: np.ndarray, present: np.ndarray, cfg: PeakConfig) -> l
                     continue
                 nb = p[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
                 if p[y, x] >= nb.max():
-                    rows.append((c, y, x, p[y, x]))
+                    cand.append((c, y, x, p[y, x]))
+        if cfg.min_response is not None:
+            cand = [t for t in cand if m[t[1], t[2]] >= cfg.min_response]
+        if cfg.relative > 0 and cand:
+            top = max(t[3] for t in cand)
+            cand = [t for t in cand if t[3] >= cfg.relative * top]
+        rows += cand
     rows.sort(key=lambda t: (-t[3], t[0], t[1], t[2]))
     return rows[: cfg.max_peaks]
 
@@ -79,6 +86,17 @@ def test_find_peaks_equals_brute_force(seed, filt):
     np.testing.assert_allclose(got[:, 3], [r[3] for r in want], rtol=1e-5, atol=1e-5)
     assert not np.any(got[:, 0] == 2)
     assert got[0, 0] == 1 and (got[0, 1], got[0, 2]) == (6, 5)
+
+
+@pytest.mark.parametrize("min_response,relative", [(0.3, 0.0), (None, 0.5), (0.0, 0.4)])
+def test_find_peaks_extra_filters_equal_brute_force(min_response, relative):
+    rng = np.random.default_rng(7)
+    crm = rng.normal(size=(3, 14, 12)).astype(np.float32)
+    cfg = PeakConfig(max_peaks=1000, min_response=min_response, relative=relative)
+    got = find_peaks(crm, np.ones(3, bool), cfg)
+    want = brute_find_peaks(crm, np.ones(3, bool), cfg)
+    assert 0 < len(want) < len(brute_find_peaks(crm, np.ones(3, bool), PeakConfig(max_peaks=1000)))
+    np.testing.assert_array_equal(got[:, :3], [r[:3] for r in want])
 
 
 def test_find_peaks_tensor_input_cap_and_order():

@@ -1,0 +1,104 @@
+"""ExportedModel: Algorithm 1 on an export directory with a non-torch backend.
+
+resize + normalise (numpy/OpenCV) -> prm.onnx (forward, peaks, batched backward) -> icn.onnx
+x T (or T/unroll calls of an unrolled graph) -> the same numpy post-processing as the torch
+pipeline (``icnseg.postprocess``). Never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icnseg.errors import ConfigError
+from icnseg.export.manifest import read_manifest, verify_files
+from icnseg.outputs import Instance
+from icnseg.postprocess import Stages, check_image, prepare_input, segment_stages
+from icnseg.proposals.types import Proposals
+from icnseg.runtime.backend import Backend, load_backend
+from icnseg.settings import SegmentConfig, config_from_dict
+
+
+class ExportedModel:
+    """An export directory loaded for inference (``icnseg.segment(model, image)``)."""
+
+    def __init__(self, export_dir: str | os.PathLike, backend: str = "onnxruntime",
+                 device: str = "cpu") -> None:
+        """Read and verify the manifest (sha256 of every ONNX file), then load the graphs."""
+        self.path = Path(export_dir)
+        self.manifest = read_manifest(self.path)
+        files = verify_files(self.path, self.manifest)
+        m = self.manifest
+        self.classes: tuple[str, ...] = tuple(m["classes"])
+        self.input_size: tuple[int, int] = tuple(m["input_size"])
+        self.mean, self.std = tuple(m["mean"]), tuple(m["std"])
+        self.k_max, self.rule, self.unroll = int(m["k_max"]), m["rule"], int(m["unroll"])
+        self.backend_name, self.device, self.source = backend, device, str(self.path)
+        self.config = {"segment": m["segment"]}
+        self.prm: Backend = load_backend(backend, files["prm"], device)
+        self.icn: Backend | None = (
+            load_backend(backend, files["icn"], device) if "icn" in files else None
+        )
+
+    def segment_config(self, **overrides: Any) -> SegmentConfig:
+        """The exported settings + overrides; graph-baked ones (rule, peaks) cannot change."""
+        cfg = config_from_dict(self.config, **overrides)
+        self.check_config(cfg)
+        return cfg
+
+    def check_config(self, cfg: SegmentConfig) -> None:
+        """ConfigError if ``cfg`` asks for something the exported graphs cannot do."""
+        exported = config_from_dict(self.config)
+        if cfg.rule != self.rule:
+            raise ConfigError(f"{self.path}: exported with rule {self.rule!r}; --rule "
+                              f"{cfg.rule!r} needs a new export (icnseg export --rule ...)")
+        if cfg.peaks != exported.peaks:
+            raise ConfigError(f"{self.path}: peak settings are baked into prm.onnx "
+                              f"({exported.peaks}); re-export to change them")
+        if cfg.iterations and self.icn is None:
+            raise ConfigError(f"{self.path}: has no icn.onnx (stage-1 model); use --iterations 0")
+        if cfg.iterations % self.unroll:
+            raise ConfigError(f"{self.path}: icn.onnx unrolls {self.unroll} passes; "
+                              f"--iterations {cfg.iterations} must be a multiple of it")
+
+    def run_stages(self, image: np.ndarray, cfg: SegmentConfig) -> Stages:
+        """Peaks, naive PRMs and (T > 0) enhanced maps of one RGB uint8 image."""
+        resized, x = prepare_input(image, self.input_size, self.mean, self.std)
+        out = self.prm.run({"image": x})
+        n = int(out["count"][0])
+        peaks = out["peaks"][:n]
+        prm = np.ascontiguousarray(out["prm"][:n])
+        stages = Stages(resized, out["class_scores"][0], peaks, prm, crm=out["crm"][0])
+        if cfg.iterations > 0 and n:
+            v = prm[:, None]
+            for _ in range(cfg.iterations // self.unroll):
+                v = self.icn.run({"image": x, "prm": v}, ["map"])["map"]
+            stages.enhanced = v[:, 0]
+        return stages
+
+    def segment(self, image_rgb_uint8: np.ndarray, proposals: Proposals | None = None,
+                config: SegmentConfig | None = None) -> list[Instance]:
+        """Segment one RGB uint8 image; masks at the image's own size."""
+        cfg = config or self.segment_config()
+        self.check_config(cfg)
+        image = check_image(image_rgb_uint8)
+        return segment_stages(self.run_stages(image, cfg), image.shape[:2], self.classes, cfg,
+                              proposals)
+
+    def close(self) -> None:
+        """Release the backends."""
+        for b in (self.prm, self.icn):
+            if b is not None:
+                b.close()
+
+    def __enter__(self) -> ExportedModel:
+        """Context manager: returns self."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Context manager: closes."""
+        self.close()
+

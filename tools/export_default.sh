@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Exports the embedded default checkpoint to icnseg/assets/export/ (prm.onnx, icn.onnx,
+# manifest.json) with the parity check, so `icnseg demo` runs without torch.
+# Re-run whenever icnseg/assets/default.safetensors changes (a test compares the two).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+icnseg export default --out icnseg/assets/export --force
