@@ -111,15 +111,6 @@ def peaks_graph(gb: GraphBuilder, crm: str, c: int, h: int, w: int, cfg, k_max: 
         floor = gb.op("Mul", [best, gb.const(np.float32(relative))], "P.floor")
         is_peak = gb.op("And", [is_peak, gb.op("GreaterOrEqual", [p, floor], "P.rel")],
                         "P.peak_rel")
-    if getattr(cfg, "min_response", None) is not None:  # PeakConfig.min_response: M_c >= t
-        strong = gb.op("GreaterOrEqual", [crm, gb.const(np.float32(cfg.min_response))], "M.min")
-        is_peak = gb.op("And", [is_peak, strong], "P.peak_min")
-    if getattr(cfg, "relative", 0.0) > 0:  # PeakConfig.relative: P >= r * max P of the class
-        masked = gb.op("Mul", [p, gb.cast_float(is_peak, "P.peak_f")], "P.masked")
-        best = gb.reduce("ReduceMax", masked, [2, 3], True, "P.best")
-        floor = gb.op("Mul", [best, gb.const(np.float32(cfg.relative))], "P.floor")
-        is_peak = gb.op("And", [is_peak, gb.op("GreaterOrEqual", [p, floor], "P.rel")],
-                        "P.peak_rel")
     # peak value where a peak, -1 elsewhere (P > 0 at peaks, so peaks outrank the rest)
     ranked = gb.op("Where", [is_peak, p, gb.const(np.float32(-1))], "P.ranked")
     flat = gb.reshape(ranked, [1, n], "P.flat")

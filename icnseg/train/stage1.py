@@ -117,7 +117,8 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
         load_pretrained(model.backbone, cfg.pretrained)
     if cfg.init:
         start_from = model_from_checkpoint(load_checkpoint(cfg.init))
-        if start_from.config["backbone"] != cfg.backbone or start_from.classes != tuple(train.classes):
+        same_classes = start_from.classes == tuple(train.classes)
+        if start_from.config["backbone"] != cfg.backbone or not same_classes:
             raise ConfigError(f"{cfg.init}: --init needs a {cfg.backbone} checkpoint with classes "
                               f"{', '.join(train.classes)}")
         model.load_state_dict(start_from.classifier.state_dict())
