@@ -39,13 +39,30 @@ def naive_prms(
     return peaks, prm.detach().numpy().astype(np.float32)
 
 
-def proposal_targets(prm: np.ndarray, proposals, match_cfg, k: int) -> list[np.ndarray]:
-    """Pseudo label per PRM: union of its top-``k`` matched proposals (paper 3.2)."""
+def prm_blob(prm: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
+    """Naive PRMs [K,H,W] as filled blobs: Gaussian-smoothed, max-scaled, thresholded."""
+    import cv2
+    from scipy import ndimage
+
+    out = np.zeros(prm.shape, bool)
+    for i, r in enumerate(minmax(prm)):
+        b = cv2.GaussianBlur(r, (0, 0), sigma) if sigma > 0 else r
+        out[i] = ndimage.binary_fill_holes(b >= threshold * max(float(b.max()), 1e-12))
+    return out
+
+
+def proposal_targets(prm: np.ndarray, proposals, match_cfg, k: int, blur: float = 0.0,
+                     blob_threshold: float = 0.1) -> list[np.ndarray]:
+    """Pseudo label per PRM: union of its top-``k`` matched proposals (paper 3.2).
+
+    ``blur`` > 0 matches a filled blob of the smoothed PRM instead of the raw map: a naive PRM
+    lights up object outlines, and Eq. 5 then prefers fragments inside the outline.
+    """
     from icnseg.matching import match_scores, pseudo_label
 
     if len(proposals) == 0:
         return [np.zeros(prm.shape[1:], bool) for _ in prm]
-    v = minmax(prm)
+    v = prm_blob(prm, blur, blob_threshold) if blur > 0 else minmax(prm)
     scores = match_scores(v, proposals, match_cfg, prm=prm)
     return [pseudo_label(scores[i], proposals.masks, k=k) for i in range(len(prm))]
 

@@ -48,9 +48,21 @@ class Stage2Config:
     proposals: str = "builtin"  # builtin | a directory of precomputed proposals per image id
     rule: str = "prm"  # PRM backprop rule: prm | gradient
     pseudo_scoring: str = "prm"  # matching rule used to pick pseudo labels from naive PRMs
+    pseudo_blur: float = 0.0  # > 0: match a blob of the PRM smoothed by this sigma (pixels)
+    pseudo_blob_threshold: float = 0.1  # blob = smoothed PRM >= this x its maximum
     crop_scale: float = 0.6  # random crop keeps >= this fraction of each side
+    # Peak filters beyond Eq. 1 (PeakConfig), used for the targets and saved in the
+    # checkpoint as the model's inference default. None/0 = Eq. 1 as printed.
+    peak_min_response: float | None = None
+    peak_relative: float = 0.0
     train_split: str = "train"
     seed: int = 0
+
+
+def peak_settings(cfg: Stage2Config, config: dict) -> dict:
+    """The checkpoint's peak settings with this run's filters applied."""
+    return dict(config.get("peaks", {}), min_response=cfg.peak_min_response,
+                relative=cfg.peak_relative)
 
 
 def _proposals_for(cfg: Stage2Config, sample_id: str, image: np.ndarray, orig_shape):
@@ -90,7 +102,7 @@ def build_targets(
     from icnseg.matching import MatchConfig
     from icnseg.models.prm import PeakConfig
 
-    peak_cfg = PeakConfig(**model.config.get("peaks", {}))
+    peak_cfg = PeakConfig(**peak_settings(cfg, model.config))
     match_cfg = MatchConfig(scoring=cfg.pseudo_scoring)
     h, w = model.input_size
     images, targets = [], []
@@ -116,7 +128,8 @@ def build_targets(
             labels = [masks[j] if j >= 0 else None for j in pairs]
         else:
             props = _proposals_for(cfg, s.id, image, s.image.shape[:2])
-            labels = proposal_targets(prm, props, match_cfg, cfg.k)
+            labels = proposal_targets(prm, props, match_cfg, cfg.k, cfg.pseudo_blur,
+                                      cfg.pseudo_blob_threshold)
         for p, r, m in zip(peaks, prm, labels, strict=True):
             if m is not None and m.any():
                 targets.append(Target(len(images) - 1, p, r.astype(np.float16), m))
@@ -168,7 +181,8 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
         raise ConfigError(f"{root}: no training targets (no peaks or empty pseudo labels)")
     icn = ICN(encoder=cfg.icn_encoder)
     optim = torch.optim.Adam(icn.parameters(), lr=cfg.lr)
-    config = dict(model.config, icn_encoder=cfg.icn_encoder, stage2=asdict(cfg))
+    config = dict(model.config, icn_encoder=cfg.icn_encoder, stage2=asdict(cfg),
+                  peaks=peak_settings(cfg, model.config))
     rpath = resume_path(cfg.out)
     start = 0
     blob = load_resume(rpath, config)
