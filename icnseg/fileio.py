@@ -12,6 +12,16 @@ from pathlib import Path
 from icnseg.errors import OutputError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; a finished output gets the permissions a plain open() would.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _temp_sibling(path: Path, suffix: str = "") -> Path:
     """Create and return a temp file next to ``path`` (same filesystem, so rename is atomic)."""
     try:
@@ -33,6 +43,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = _temp_sibling(path, suffix=path.suffix)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
