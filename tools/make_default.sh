@@ -13,8 +13,9 @@ icnseg train stage1 "${common[@]}" --out "$work/stage1a.safetensors" --epochs 20
 icnseg train stage1 "${common[@]}" --out "$work/stage1.safetensors" --epochs 20 --lr-step 14 \
     --seed 1 --init "$work/stage1a.safetensors"
 icnseg train stage2 --data "$work/shapes" --stage1 "$work/stage1.safetensors" \
-    --out "$work/default.safetensors" --icn-encoder tiny --epochs 6 --lr 1e-3 --lr-step 4 \
-    --batch-size 8 --labels saliency "$work/shapes" --peak-min-response 0 --peak-relative 0.2
+    --out "$work/default.safetensors" --icn-encoder tiny --epochs 4 --lr 1e-3 --lr-step 4 \
+    --batch-size 8 --labels saliency "$work/shapes" --peak-min-response 0 --peak-relative 0.2 \
+    --iterations 1
 cp "$work/default.safetensors" icnseg/assets/default.safetensors
 tools/export_default.sh
 # Sample images come from a seed no training run uses:

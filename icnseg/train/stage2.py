@@ -43,6 +43,7 @@ class Stage2Config:
     lr_gamma: float = 0.5
     batch_size: int = 8
     k: int = 3  # pseudo label = union of the top k proposals (paper: k = 3)
+    iterations: int = 3  # T, ICN passes at test time (paper: 3); saved as the model's default
     labels: str = "proposals"  # proposals | saliency (instance-saliency masks as labels)
     saliency_dir: str | None = None  # VOC-layout dir of instance masks for labels=saliency
     proposals: str = "builtin"  # builtin | a directory of precomputed proposals per image id
@@ -182,7 +183,8 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
     icn = ICN(encoder=cfg.icn_encoder)
     optim = torch.optim.Adam(icn.parameters(), lr=cfg.lr)
     config = dict(model.config, icn_encoder=cfg.icn_encoder, stage2=asdict(cfg),
-                  peaks=peak_settings(cfg, model.config))
+                  peaks=peak_settings(cfg, model.config),
+                  segment=dict(model.config.get("segment", {}), iterations=cfg.iterations))
     rpath = resume_path(cfg.out)
     start = 0
     blob = load_resume(rpath, config)
