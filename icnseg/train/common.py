@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,42 @@ def classification_map(scores: np.ndarray, labels: np.ndarray) -> float:
     aps = [average_precision(scores[:, c], labels[:, c] > 0) for c in range(labels.shape[1])]
     aps = [a for a in aps if not np.isnan(a)]
     return float(np.mean(aps)) if aps else float("nan")
+
+
+def fit(name: str, module, optim, n_items: int, cfg, config: dict, rpath: Path,
+        batch_loss, log, t0: float) -> None:
+    """Run the epochs of ``cfg`` not yet in the resume file; ``batch_loss(indices, rng)``.
+
+    ``cfg`` needs epochs, lr, lr_step, lr_gamma, seed and batch_size. The state after each
+    epoch goes to ``rpath``, so an interrupted run continues where it stopped, bit for bit.
+    """
+    from tqdm import tqdm
+
+    start = 0
+    blob = load_resume(rpath, config)
+    if blob is not None:
+        module.load_state_dict(blob["model"])
+        optim.load_state_dict(blob["optimizer"])
+        start = blob["epoch"] + 1
+        log(f"resuming from {rpath} at epoch {start + 1}")
+    for epoch in range(start, cfg.epochs):
+        for group in optim.param_groups:
+            group["lr"] = step_lr(cfg.lr, epoch, cfg.lr_step, cfg.lr_gamma)
+        rng = epoch_rng(cfg.seed, epoch)
+        order = rng.permutation(n_items)
+        module.train()
+        total, seen = 0.0, 0
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"{name} {epoch + 1}/{cfg.epochs}",
+                   leave=False, disable=None)
+        for b in bar:
+            idx = order[b : b + cfg.batch_size]
+            loss = batch_loss(idx, rng)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        save_resume(rpath, epoch, module.state_dict(), optim.state_dict(), config)
+        log(f"{name} epoch {epoch + 1}/{cfg.epochs} loss {total / max(seen, 1):.4f} "
+            f"lr {optim.param_groups[0]['lr']:.2g} ({time.time() - t0:.0f}s)")

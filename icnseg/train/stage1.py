@@ -14,12 +14,9 @@ from icnseg.model import MEAN, STD, model_from_checkpoint
 from icnseg.train.common import (
     check_positive,
     classification_map,
-    epoch_rng,
-    load_resume,
+    fit,
     resume_path,
-    save_resume,
     seed_everything,
-    step_lr,
 )
 
 
@@ -98,7 +95,6 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
     """Train the classifier, write ``cfg.out``; returns a summary with the validation mAP."""
     import torch
     import torch.nn.functional as F
-    from tqdm import tqdm
 
     from icnseg.data.voc import VocDataset
     from icnseg.models.backbones import load_pretrained
@@ -125,45 +121,16 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     config = checkpoint_config(cfg, tuple(train.classes))
     rpath = resume_path(cfg.out)
-    start = 0
-    blob = load_resume(rpath, config)
-    if blob is not None:
-        model.load_state_dict(blob["model"])
-        optim.load_state_dict(blob["optimizer"])
-        start = blob["epoch"] + 1
-        log(f"resuming from {rpath} at epoch {start + 1}")
     t0 = time.time()
-    for epoch in range(start, cfg.epochs):
-        for group in optim.param_groups:
-            group["lr"] = step_lr(cfg.lr, epoch, cfg.lr_step, cfg.lr_gamma)
-        rng = epoch_rng(cfg.seed, epoch)
-        order = rng.permutation(len(train))
-        model.train()
-        total, seen = 0.0, 0
-        bar = tqdm(
-            range(0, len(order), cfg.batch_size),
-            desc=f"stage1 {epoch + 1}/{cfg.epochs}",
-            leave=False,
-            disable=None,
-        )
-        for b in bar:
-            idx = order[b : b + cfg.batch_size]
-            samples = [train[int(i)] for i in idx]
-            x = torch.from_numpy(np.stack([_train_item(s, cfg, rng) for s in samples]))
-            y = torch.from_numpy(np.stack([s.labels for s in samples]).astype(np.float32))
-            scores, _ = peak_stimulation(model(x), window=cfg.window, upsample=cfg.upsample)
-            loss = F.binary_cross_entropy_with_logits(scores, y)  # multi-label loss (PRM)
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-        save_resume(rpath, epoch, model.state_dict(), optim.state_dict(), config)
-        log(
-            f"stage1 epoch {epoch + 1}/{cfg.epochs} loss {total / max(seen, 1):.4f} "
-            f"lr {optim.param_groups[0]['lr']:.2g} ({time.time() - t0:.0f}s)"
-        )
+
+    def batch_loss(idx, rng):
+        samples = [train[int(i)] for i in idx]
+        x = torch.from_numpy(np.stack([_train_item(s, cfg, rng) for s in samples]))
+        y = torch.from_numpy(np.stack([s.labels for s in samples]).astype(np.float32))
+        scores, _ = peak_stimulation(model(x), window=cfg.window, upsample=cfg.upsample)
+        return F.binary_cross_entropy_with_logits(scores, y)  # multi-label loss (PRM)
+
+    fit("stage1", model, optim, len(train), cfg, config, rpath, batch_loss, log, t0)
     val_map = evaluate_classifier(model, val, cfg) if val is not None and len(val) else float("nan")
     model.eval()
     state = {f"classifier.{k}": v for k, v in model.state_dict().items()}

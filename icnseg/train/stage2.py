@@ -13,12 +13,9 @@ from icnseg.checkpoint import load_checkpoint, save_checkpoint
 from icnseg.errors import ConfigError
 from icnseg.train.common import (
     check_positive,
-    epoch_rng,
-    load_resume,
+    fit,
     resume_path,
-    save_resume,
     seed_everything,
-    step_lr,
 )
 from icnseg.train.pseudo_labels import (
     Target,
@@ -161,7 +158,6 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
     """Train the ICN on pseudo labels and write a full checkpoint (classifier + ICN)."""
     import torch
     import torch.nn.functional as F
-    from tqdm import tqdm
 
     from icnseg.data.transforms import normalize
     from icnseg.data.voc import VocDataset
@@ -186,51 +182,17 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
                   peaks=peak_settings(cfg, model.config),
                   segment=dict(model.config.get("segment", {}), iterations=cfg.iterations))
     rpath = resume_path(cfg.out)
-    start = 0
-    blob = load_resume(rpath, config)
-    if blob is not None:
-        icn.load_state_dict(blob["model"])
-        optim.load_state_dict(blob["optimizer"])
-        start = blob["epoch"] + 1
-        log(f"resuming from {rpath} at epoch {start + 1}")
-    for epoch in range(start, cfg.epochs):
-        for group in optim.param_groups:
-            group["lr"] = step_lr(cfg.lr, epoch, cfg.lr_step, cfg.lr_gamma)
-        rng = epoch_rng(cfg.seed, epoch)
-        order = rng.permutation(len(targets))
-        icn.train()
-        total, seen = 0.0, 0
-        bar = tqdm(
-            range(0, len(order), cfg.batch_size),
-            desc=f"stage2 {epoch + 1}/{cfg.epochs}",
-            leave=False,
-            disable=None,
-        )
-        for b in bar:
-            batch = [targets[int(i)] for i in order[b : b + cfg.batch_size]]
-            items = [
-                _augment(
-                    rng, images[t.image_index], t.prm.astype(np.float32), t.mask, cfg.crop_scale
-                )
-                for t in batch
-            ]
-            x = torch.from_numpy(
-                np.stack([normalize(im, model.mean, model.std) for im, _, _ in items])
-            )
-            r = torch.from_numpy(np.stack([p for _, p, _ in items]))[:, None]
-            y = torch.from_numpy(np.stack([m for _, _, m in items]).astype(np.float32))[:, None]
-            loss = F.binary_cross_entropy_with_logits(icn.logits(x, r), y)  # Eq. 4
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-            total += loss.item() * len(batch)
-            seen += len(batch)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-        save_resume(rpath, epoch, icn.state_dict(), optim.state_dict(), config)
-        log(
-            f"stage2 epoch {epoch + 1}/{cfg.epochs} loss {total / max(seen, 1):.4f} "
-            f"lr {optim.param_groups[0]['lr']:.2g} ({time.time() - t0:.0f}s)"
-        )
+
+    def batch_loss(idx, rng):
+        batch = [targets[int(i)] for i in idx]
+        items = [_augment(rng, images[t.image_index], t.prm.astype(np.float32), t.mask,
+                          cfg.crop_scale) for t in batch]
+        x = torch.from_numpy(np.stack([normalize(im, model.mean, model.std) for im, _, _ in items]))
+        r = torch.from_numpy(np.stack([p for _, p, _ in items]))[:, None]
+        y = torch.from_numpy(np.stack([m for _, _, m in items]).astype(np.float32))[:, None]
+        return F.binary_cross_entropy_with_logits(icn.logits(x, r), y)  # Eq. 4
+
+    fit("stage2", icn, optim, len(targets), cfg, config, rpath, batch_loss, log, t0)
     icn.eval()
     state = {f"classifier.{k}": v for k, v in model.classifier.state_dict().items()}
     state.update({f"icn.{k}": v for k, v in icn.state_dict().items()})
