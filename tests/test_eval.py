@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 
 import numpy as np
 import pytest
@@ -20,9 +19,6 @@ from icnseg.eval import (
     evaluate,
     mask_iou,
 )
-from icnseg.eval_files import evaluate_dirs, format_table, load_predictions, write_metrics
-from icnseg.fileio import write_text
-from icnseg.outputs import Instance, instances_to_json
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 THRS = (0.25, 0.5, 0.75)
@@ -333,94 +329,3 @@ def test_input_errors() -> None:
 
 
 # --- files ----------------------------------------------------------------------------------
-
-
-def _write_preds(d, preds, names) -> None:
-    for p in preds:
-        h, w = p.masks.shape[1:]
-        insts = [
-            Instance(names[c], int(c), float(s), m)
-            for m, c, s in zip(p.masks, p.classes, p.scores, strict=True)
-        ]
-        write_text(
-            d / f"{p.image_id}.json",
-            json.dumps(instances_to_json(p.image_id + ".jpg", h, w, insts, {})),
-        )
-
-
-def test_load_predictions_round_trip_and_errors(tmp_path) -> None:
-    names = ["a", "b", "c"]
-    preds, gts = _scene(2)
-    _write_preds(tmp_path, preds, names)
-    write_metrics(tmp_path / "metrics.json", {"ignored": True})  # skipped by the reader
-    loaded = load_predictions(tmp_path, names)
-    assert [p.image_id for p in loaded] == sorted(p.image_id for p in preds)
-    by_id = {p.image_id: p for p in loaded}
-    for p in preds:
-        q = by_id[p.image_id]
-        np.testing.assert_array_equal(q.masks, p.masks)
-        np.testing.assert_array_equal(q.classes, p.classes)
-        np.testing.assert_allclose(q.scores, p.scores)
-    assert evaluate(loaded, gts, 3, names) == evaluate(preds, gts, 3, names)
-    with pytest.raises(InputError, match=r"im\d\.json: instance \d+ has unknown class"):
-        load_predictions(tmp_path, ["a", "b"])  # "c" unknown
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(InputError, match="bad.json"):
-        load_predictions(tmp_path, names)
-    (tmp_path / "bad.json").write_text(
-        json.dumps(
-            {
-                "image": "x",
-                "height": 2,
-                "width": 2,
-                "instances": [{"class": "a", "score": 1, "mask": {"size": [3, 3], "counts": "9"}}],
-            }
-        )
-    )
-    with pytest.raises(InputError, match="bad.json"):
-        load_predictions(tmp_path, names)
-    with pytest.raises(InputError):
-        load_predictions(tmp_path / "absent", names)
-
-
-def test_format_table_and_write_metrics(tmp_path) -> None:
-    preds, gts = _scene(4)
-    m = evaluate(preds, gts, 3, ["circle", "square", "star"])
-    table = format_table(m)
-    assert "mAP^r@0.5" in table and "ABO" in table and "mIoU" in table
-    assert f"{100 * m['mAP_r']['0.5']:.1f}" in table
-    rows = [
-        ln for ln in table.splitlines() if ln.startswith(("class", "background", "circle", "star"))
-    ]
-    assert len({len(r) for r in rows}) == 1  # aligned columns
-    write_metrics(tmp_path / "m.json", m)
-    assert json.loads((tmp_path / "m.json").read_text()) == json.loads(json.dumps(m))
-
-
-def test_evaluate_dirs_on_synthetic_voc(tmp_path) -> None:
-    voc = pytest.importorskip("icnseg.data.voc", reason="icnseg.data.voc not written yet")
-    synth = pytest.importorskip("icnseg.data.synth", reason="icnseg.data.synth not written yet")
-    root = synth.generate(tmp_path / "voc", 6, seed=0, size=64, val_fraction=0.5)
-    ds = voc.VocDataset(root, "val")
-    names = list(ds.classes)
-    out = tmp_path / "pred"
-    out.mkdir()
-    preds = []
-    for i, image_id in enumerate(ds.ids):
-        s = ds[i]
-        n = len(s.instance_classes)
-        preds.append(
-            pred(
-                image_id,
-                np.asarray(s.instance_masks, bool),
-                s.instance_classes,
-                np.linspace(1.0, 0.5, n),
-            )
-        )
-    _write_preds(out, preds, names)
-    m = evaluate_dirs(out, root, "val")
-    assert m["num_images"] == len(ds.ids)
-    assert all(v in (None, 1.0) for v in m["mAP_r"].values()) and m["ABO"] in (None, 1.0)
-    (out / "not-an-image.json").write_text((out / f"{ds.ids[0]}.json").read_text())
-    with pytest.raises(InputError, match="not-an-image.json"):
-        evaluate_dirs(out, root, "val")
