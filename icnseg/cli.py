@@ -248,6 +248,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     metrics = evaluate_dirs(args.pred_dir, args.gt, split=args.split)
     print(format_table(metrics))
+    if metrics.get("predictions_outside_split"):
+        print(f"note: {metrics['predictions_outside_split']} prediction(s) for images outside "
+              f"the {args.split!r} split were not scored")
     out = args.json or str(Path(args.pred_dir) / "metrics.json")
     write_metrics(out, metrics)
     print(f"metrics written to {out}")

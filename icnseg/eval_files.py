@@ -89,11 +89,13 @@ def evaluate_dirs(
     ds = VocDataset(voc_dir, split)
     classes = list(ds.classes)
     files = _prediction_files(pred_dir)
-    unknown = sorted(set(files) - set(ds.ids))
+    outside = sorted(set(files) - set(ds.ids))
+    # Predictions for other images of the same dataset (e.g. `icnseg run` over all of
+    # JPEGImages) are not scored; a prediction for an image the dataset lacks is an error.
+    images = Path(voc_dir) / "JPEGImages"
+    unknown = [i for i in outside if not (images / f"{i}.jpg").exists()]
     if unknown:
-        raise InputError(
-            f"{files[unknown[0]]}: image {unknown[0]!r} is not in the {split!r} split of {voc_dir}"
-        )
+        raise InputError(f"{files[unknown[0]]}: image {unknown[0]!r} is not in {voc_dir}")
     acc = _Accumulator(len(classes), iou_thresholds, matching, semantic_score_threshold)
     for i, image_id in enumerate(ds.ids):
         s = ds[i]
@@ -110,7 +112,9 @@ def evaluate_dirs(
                 f"{files[image_id]}: predicted for a {pred.masks.shape[1:]} image, GT is {shape}"
             )
         acc.add(*_check(pred or _empty(image_id, shape), gt, len(classes)))
-    return acc.result(classes)
+    result = acc.result(classes)
+    result["predictions_outside_split"] = len(outside)
+    return result
 
 
 def _pct(v: float | None) -> str:

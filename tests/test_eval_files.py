@@ -103,8 +103,8 @@ def test_format_table_and_write_metrics(tmp_path) -> None:
 
 
 def test_evaluate_dirs_on_synthetic_voc(tmp_path) -> None:
-    voc = pytest.importorskip("icnseg.data.voc", reason="icnseg.data.voc not written yet")
-    synth = pytest.importorskip("icnseg.data.synth", reason="icnseg.data.synth not written yet")
+    from icnseg.data import synth, voc
+
     root = synth.generate(tmp_path / "voc", 6, seed=0, size=64, val_fraction=0.5)
     ds = voc.VocDataset(root, "val")
     names = list(ds.classes)
@@ -126,6 +126,11 @@ def test_evaluate_dirs_on_synthetic_voc(tmp_path) -> None:
     m = evaluate_dirs(out, root, "val")
     assert m["num_images"] == len(ds.ids)
     assert all(v in (None, 1.0) for v in m["mAP_r"].values()) and m["ABO"] in (None, 1.0)
+    # a prediction for a train image of the same dataset is counted, not scored
+    train_id = voc.VocDataset(root, "train").ids[0]
+    (out / f"{train_id}.json").write_text((out / f"{ds.ids[0]}.json").read_text())
+    again = evaluate_dirs(out, root, "val")
+    assert again["predictions_outside_split"] == 1 and again["mAP_r"] == m["mAP_r"]
     (out / "not-an-image.json").write_text((out / f"{ds.ids[0]}.json").read_text())
     with pytest.raises(InputError, match="not-an-image.json"):
         evaluate_dirs(out, root, "val")
