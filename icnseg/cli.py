@@ -3,63 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
-import re
 import sys
-import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from icnseg import __version__
+from icnseg.cli_config import add_config_args, config_from_args
 from icnseg.errors import ConfigError, IcnsegError
-
-
-def _field_comments(cls: type) -> dict[str, str]:
-    """Map each field of a config dataclass to the comment written beside it in the source."""
-    try:
-        lines = inspect.getsource(cls).splitlines()
-    except (OSError, TypeError):
-        return {}
-    found = (re.match(r"\s+(\w+):[^#]*#\s*(.*)", line) for line in lines)
-    return {m.group(1): m.group(2) for m in found if m}
-
-
-def _add_config_args(p: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
-    """Expose the fields of a frozen config dataclass as --flags (defaults stay in the class)."""
-    hints = typing.get_type_hints(cls)
-    notes = _field_comments(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip or f.default is dataclasses.MISSING:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        if base is bool:
-            p.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f"{notes.get(f.name, '')} (default: {f.default})",
-            )
-        else:
-            p.add_argument(
-                flag,
-                type=base,
-                default=None,
-                help=f"{notes.get(f.name, '')} (default: {f.default})",
-            )
-
-
-def _config_from_args(cls: type, args: argparse.Namespace, **fixed):
-    """Build ``cls`` from parsed flags; unset flags keep the dataclass defaults."""
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
-    }
-    values.update(fixed)
-    return cls(**values)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -80,7 +30,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_stage1(args: argparse.Namespace) -> int:
     from icnseg.train.stage1 import Stage1Config, train_stage1
 
-    train_stage1(_config_from_args(Stage1Config, args, data=args.data, out=args.out))
+    train_stage1(config_from_args(Stage1Config, args, data=args.data, out=args.out))
     return 0
 
 
@@ -91,7 +41,7 @@ def _cmd_stage2(args: argparse.Namespace) -> int:
     if len(labels) > 2 or (labels[0] == "saliency") != (len(labels) == 2):
         raise ConfigError("--labels takes 'proposals' or 'saliency DIR'")
     args.labels = None
-    cfg = _config_from_args(
+    cfg = config_from_args(
         Stage2Config,
         args,
         data=args.data,
@@ -327,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = train.add_parser("stage1", help="train the PRM classifier on image-level labels")
     p.add_argument("--data", required=True, help="VOC-layout dataset root")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors or .pt)")
-    _add_config_args(p, Stage1Config, skip=("data", "out"))
+    add_config_args(p, Stage1Config, skip=("data", "out"))
     p.set_defaults(func=_cmd_stage1)
     p = train.add_parser("stage2", help="train the ICN on pseudo labels of a stage-1 model")
     p.add_argument("--data", required=True, help="VOC-layout dataset root")
@@ -341,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="'proposals' (default: pseudo labels from matched proposals) or "
         "'saliency DIR' (instance masks of a VOC-layout DIR as labels)",
     )
-    _add_config_args(p, Stage2Config, skip=("data", "out", "stage1", "labels", "saliency_dir"))
+    add_config_args(p, Stage2Config, skip=("data", "out", "stage1", "labels", "saliency_dir"))
     p.set_defaults(func=_cmd_stage2)
 
     p = sub.add_parser("demo", help="run the embedded model on the bundled sample images")
