@@ -41,6 +41,9 @@ class Stage2Config:
     batch_size: int = 8
     k: int = 3  # pseudo label = union of the top k proposals (paper: k = 3)
     iterations: int = 3  # T, ICN passes at test time (paper: 3); saved as the model's default
+    # Share of training inputs replaced by the ICN's own output on that PRM (1 to T-1 passes,
+    # no gradient), so the test-time loop of T passes sees inputs like those it trained on.
+    feedback: float = 0.0
     labels: str = "proposals"  # proposals | saliency (instance-saliency masks as labels)
     saliency_dir: str | None = None  # VOC-layout dir of instance masks for labels=saliency
     proposals: str = "builtin"  # builtin | a directory of precomputed proposals per image id
@@ -154,6 +157,26 @@ def _augment(rng: np.random.Generator, image, prm, mask, scale: float):
     return image, prm, mask.astype(bool)
 
 
+def _fed_back(icn, x, r, rng: np.random.Generator, share: float, iterations: int):
+    """Replace a random ``share`` of the PRM inputs by 1..T-1 ICN passes over them."""
+    import torch
+
+    chosen = np.flatnonzero(rng.random(len(r)) < share)
+    passes = rng.integers(1, iterations, len(chosen))
+    if not len(chosen):
+        return r
+    r = r.clone()
+    idx = torch.from_numpy(chosen)
+    v, xs, n = r[idx], x[idx], torch.from_numpy(passes)
+    with torch.no_grad():
+        for step in range(1, iterations):
+            more = n >= step
+            if more.any():
+                v[more] = icn(xs[more], v[more])
+    r[idx] = v
+    return r
+
+
 def train_stage2(cfg: Stage2Config, log=print) -> dict:
     """Train the ICN on pseudo labels and write a full checkpoint (classifier + ICN)."""
     import torch
@@ -190,6 +213,8 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
         x = torch.from_numpy(np.stack([normalize(im, model.mean, model.std) for im, _, _ in items]))
         r = torch.from_numpy(np.stack([p for _, p, _ in items]))[:, None]
         y = torch.from_numpy(np.stack([m for _, _, m in items]).astype(np.float32))[:, None]
+        if cfg.feedback > 0 and cfg.iterations > 1:
+            r = _fed_back(icn, x, r, rng, cfg.feedback, cfg.iterations)
         return F.binary_cross_entropy_with_logits(icn.logits(x, r), y)  # Eq. 4
 
     fit("stage2", icn, optim, len(targets), cfg, config, rpath, batch_loss, log, t0)

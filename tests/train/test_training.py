@@ -68,11 +68,13 @@ def test_stage1_resumes_from_its_resume_file(synth_dir, stage1, tmp_path):
 def test_stage2_trains_the_icn(synth_dir, stage1, tmp_path):
     out = tmp_path / "full.safetensors"
     rc = main(["train", "stage2", "--data", str(synth_dir), "--stage1", str(stage1),
-               "--out", str(out), "--icn-encoder", "tiny", "--epochs", "1", "--batch-size", "4"])
+               "--out", str(out), "--icn-encoder", "tiny", "--epochs", "1", "--batch-size", "4",
+               "--iterations", "2", "--feedback", "0.5"])
     assert rc == 0
     model = load(out)
     assert model.icn is not None
     assert model.config["stage2"]["k"] == 3
+    assert model.config["segment"]["iterations"] == 2  # the model's test-time default
     s1 = load_checkpoint(stage1).state
     s2 = load_checkpoint(out).state
     assert all(torch.equal(s1[k], s2[k]) for k in s1)  # the classifier stays frozen
