@@ -36,11 +36,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def model_facts(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest without the file hashes: what every ONNX file's metadata carries."""
-    return {k: v for k, v in manifest.items() if k != "files"}
-
-
 def add_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> onnx.ModelProto:
     """Set ``metadata_props`` entries (existing keys are overwritten); returns ``model``."""
     old = {p.key: p.value for p in model.metadata_props}
