@@ -71,17 +71,6 @@ def _unique_stems(paths: Iterable[Path]) -> list[str]:
     return stems
 
 
-def load_proposals_for(source: str, path: Path, shape: tuple[int, int]):
-    """Precomputed proposals of one image from a folder (``<stem>.mat|.json`` or ``<stem>/``)."""
-    from icnseg.proposals.loaders import load_proposals
-
-    root = Path(source)
-    for cand in (root / f"{path.stem}.mat", root / f"{path.stem}.json", root / path.stem):
-        if cand.exists():
-            return load_proposals(cand, shape)
-    raise InputError(f"{root}: no proposals for {path.name} ({path.stem}.mat, .json or folder)")
-
-
 def run_images(
     segment_fn: Callable,
     paths: Sequence[Path],
@@ -97,6 +86,7 @@ def run_images(
 
     from icnseg.data.voc import read_image
     from icnseg.outputs import write_result
+    from icnseg.proposals.loaders import load_proposals_for
 
     out = Path(out_dir)
     summary = RunSummary()
@@ -112,7 +102,7 @@ def run_images(
             props = (
                 None
                 if proposals == "builtin"
-                else load_proposals_for(proposals, path, image.shape[:2])
+                else load_proposals_for(proposals, path.stem, image.shape[:2])
             )
             instances, prm = segment_fn(image, props)
             write_result(

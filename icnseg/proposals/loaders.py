@@ -150,3 +150,13 @@ def _load_png_dir(path: Path, shape: tuple[int, int], limit: int | None) -> Prop
             raise InputError(f"{file}: mask is {img.shape[:2]}, image is {shape}")
         masks[n] = img.reshape(*shape, -1).any(axis=2)
     return Proposals(masks)
+
+
+def load_proposals_for(folder: str | os.PathLike, stem: str,
+                       image_shape: tuple[int, ...]) -> Proposals:
+    """Proposals of image ``stem``: ``<stem>.mat``, ``<stem>.json`` or ``<stem>/`` in ``folder``."""
+    root = Path(folder)
+    for cand in (root / f"{stem}.mat", root / f"{stem}.json", root / stem):
+        if cand.exists():
+            return load_proposals(cand, image_shape)
+    raise InputError(f"{root}: no proposals for image '{stem}' ({stem}.mat, .json or folder)")

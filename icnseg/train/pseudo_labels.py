@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from icnseg.errors import ConfigError
+from icnseg.nms import mask_iou
+from icnseg.postprocess import minmax
 
 
 @dataclass(frozen=True)
@@ -71,22 +73,9 @@ def saliency_targets(prm: np.ndarray, masks: np.ndarray, threshold: float = 0.2)
     """Index of the instance mask each PRM pairs with by IoU (paper 3.2 variant); -1 if none."""
     if len(masks) == 0:
         return [-1] * len(prm)
-    fg = minmax(prm) >= threshold
-    a = fg.reshape(len(fg), -1).astype(np.float32)
-    b = masks.reshape(len(masks), -1).astype(np.float32)
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None] - inter
-    iou = inter / np.maximum(union, 1)
+    iou = mask_iou(minmax(prm) >= threshold, masks)
     best = iou.argmax(1)
     return [int(j) if iou[i, j] > 0 else -1 for i, j in enumerate(best)]
-
-
-def minmax(maps: np.ndarray) -> np.ndarray:
-    """Scale each map of a stack [K, H, W] to [0, 1] (constant maps become 0)."""
-    flat = maps.reshape(len(maps), -1)
-    lo = flat.min(1, keepdims=True) if flat.size else flat
-    hi = flat.max(1, keepdims=True) if flat.size else flat
-    return ((flat - lo) / np.maximum(hi - lo, 1e-12)).reshape(maps.shape).astype(np.float32)
 
 
 def check_label_source(labels: str, saliency_dir: str | None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -67,30 +66,15 @@ def peak_settings(cfg: Stage2Config, config: dict) -> dict:
 
 
 def _proposals_for(cfg: Stage2Config, sample_id: str, image: np.ndarray, orig_shape):
+    """Built-in proposals of the resized image, or the precomputed ones resized to it."""
+    from icnseg.postprocess import resize_proposals
     from icnseg.proposals.generate import generate_proposals
-    from icnseg.proposals.loaders import load_proposals
-    from icnseg.proposals.types import Proposals
+    from icnseg.proposals.loaders import load_proposals_for
 
     if cfg.proposals == "builtin":
         return generate_proposals(image)
-    root = Path(cfg.proposals)
-    cands = [root / f"{sample_id}{ext}" for ext in (".mat", ".json", "")]
-    path = next((p for p in cands if p.exists()), None)
-    if path is None:
-        raise ConfigError(f"{root}: no proposals for image '{sample_id}' (.mat, .json or folder)")
-    props = load_proposals(path, orig_shape)
-    h, w = image.shape[:2]
-    masks = (
-        np.stack(
-            [
-                cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-                for m in props.masks
-            ]
-        ).astype(bool)
-        if len(props)
-        else np.zeros((0, h, w), bool)
-    )
-    return Proposals(masks=masks)
+    props = load_proposals_for(cfg.proposals, sample_id, orig_shape)
+    return resize_proposals(props, image.shape[:2])
 
 
 def build_targets(

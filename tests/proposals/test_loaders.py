@@ -9,7 +9,7 @@ import scipy.io
 from pycocotools import mask as mask_utils
 
 from icnseg.errors import InputError
-from icnseg.proposals.loaders import load_proposals
+from icnseg.proposals.loaders import load_proposals, load_proposals_for
 
 H, W = 6, 9
 
@@ -139,3 +139,14 @@ def test_unknown_or_missing_path(tmp_path):
     path.write_bytes(b"x")
     with pytest.raises(InputError, match="props.npy"):
         load_proposals(path, (H, W))
+
+
+def test_load_proposals_for_finds_the_image_stem(tmp_path):
+    masks = random_masks(3, seed=5)
+    (tmp_path / "img7").mkdir()
+    for i, m in enumerate(masks):
+        cv2.imwrite(str(tmp_path / "img7" / f"{i:03d}.png"), m.astype(np.uint8) * 255)
+    props = load_proposals_for(tmp_path, "img7", masks.shape[1:])
+    np.testing.assert_array_equal(props.masks, masks)
+    with pytest.raises(InputError, match="no proposals for image 'img8'"):
+        load_proposals_for(tmp_path, "img8", masks.shape[1:])
