@@ -65,27 +65,6 @@ def _segment_overrides(args: argparse.Namespace) -> dict:
     return {**kw, **({"match": match} if match else {})}
 
 
-def _export_dir(model_name: str) -> Path:
-    """MODEL for --backend onnxruntime: an export directory, or 'default' (the shipped one)."""
-    from icnseg.model import ASSETS, resolve_model_path
-
-    if model_name == "default":
-        path = ASSETS / "export"
-        if not (path / "manifest.json").is_file():
-            raise ConfigError(
-                f"{path}: the package ships no exported default model "
-                "(build it with tools/export_default.sh, or use --backend torch)"
-            )
-        return path
-    path = resolve_model_path(model_name)
-    if not path.is_dir():
-        raise ConfigError(
-            f"{path}: --backend onnxruntime needs an export directory; export the checkpoint "
-            f"first: icnseg export {path} --out DIR"
-        )
-    return path
-
-
 def _load_for_backend(model_name: str, args: argparse.Namespace):
     """(model, segment config, segment_fn) for the chosen backend."""
     from icnseg.run import stages_segmenter, torch_segmenter
@@ -97,17 +76,20 @@ def _load_for_backend(model_name: str, args: argparse.Namespace):
         model = load(model_name)
         cfg = config_for(model, **_segment_overrides(args))
         return model, cfg, torch_segmenter(model, cfg, with_prm=args.prm_panel)
+    from icnseg.model import resolve_export_dir
     from icnseg.runtime.pipeline import ExportedModel
 
-    model = ExportedModel(_export_dir(model_name), backend=args.backend, device=args.device)
+    model = ExportedModel(resolve_export_dir(model_name), backend=args.backend,
+                          device=args.device)
     cfg = model.segment_config(**_segment_overrides(args))
-    return model, cfg, stages_segmenter(model.run_stages, model.classes, cfg, args.prm_panel)
+    return model, cfg, stages_segmenter(model, cfg, args.prm_panel)
 
 
 def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
-    from icnseg.run import expand_inputs, run_images
+    from icnseg.run import expand_inputs, make_sources, run_sources
 
-    paths = expand_inputs(inputs)
+    sources = make_sources(expand_inputs(inputs), getattr(args, "frames", None),
+                           getattr(args, "every", 1))
     if args.backend == "torch" and args.device != "cpu":
         raise ConfigError(f"--device {args.device}: the torch backend runs on cpu here")
     model, cfg, segment_fn = _load_for_backend(model_name, args)
@@ -118,15 +100,11 @@ def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
         "proposals": args.proposals,
         **cfg.to_dict(),
     }
-    summary = run_images(
-        segment_fn,
-        paths,
-        out,
-        model.classes,
-        config,
-        proposals=args.proposals,
-        log=lambda m: print(m, file=sys.stderr),
-    )
+    summary = run_sources(segment_fn, sources, out, model.classes, config,
+                          proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
+                          frame_png=getattr(args, "frame_png", False))
+    for video in summary.videos:
+        print(f"annotated video: {video}")
     print(summary.line(out))
     return 1 if summary.failed else 0
 
@@ -299,11 +277,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_args(p, backend=None)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("run", help="segment images: <stem>.json + <stem>.png per image")
+    p = sub.add_parser("run", help="segment images, videos and cameras: <stem>.json + "
+                       "<stem>.png per image; <stem>/NNNNNN.json + <stem>.mp4 per video")
     p.add_argument("model", help="checkpoint file, export directory or 'default'")
-    p.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    p.add_argument("inputs", nargs="+", help="image or video files, folders, globs, "
+                   "or camera indices (0, cam:0)")
     p.add_argument("--out", required=True, help="output folder")
     _add_segment_args(p)
+    p.add_argument("--frames", type=int, default=None, metavar="N",
+                   help="segment at most N frames of each video / camera (default: all)")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="segment every N-th frame of videos / cameras (default: 1)")
+    p.add_argument("--frame-png", action="store_true",
+                   help="also write an overlay PNG per video frame")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("export", help="checkpoint -> prm.onnx, icn.onnx, manifest.json")
@@ -330,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="ImageSets/Segmentation split (default: val)")
     p.add_argument("--json", default=None, help="metrics file (default: PRED_DIR/metrics.json)")
     p.set_defaults(func=_cmd_eval)
+
+    from icnseg import cli_bench
+
+    cli_bench.add_parser(sub)
     return parser
 
 

@@ -117,10 +117,31 @@ def _sums(maps: np.ndarray, props: Proposals) -> np.ndarray:
     flat = maps.reshape(t, maps.shape[1] * maps.shape[2])
     if props.membership is not None:
         s = props.membership.shape[1]
-        index = (np.arange(t)[:, None] * s + props.superpixels.reshape(1, -1)).ravel()
-        per_sp = np.bincount(index, weights=flat.ravel(), minlength=t * s).reshape(t, s)
+        if flat.dtype == bool:
+            per_sp = _bool_superpixel_counts(flat, props.superpixels.reshape(-1), s)
+        else:
+            index = (np.arange(t)[:, None] * s + props.superpixels.reshape(1, -1)).ravel()
+            per_sp = np.bincount(index, weights=flat.ravel(), minlength=t * s).reshape(t, s)
         return per_sp @ props.membership.astype(np.float64).T
     return _dense_sums(flat, props.masks)
+
+
+def _bool_superpixel_counts(flat: np.ndarray, sp: np.ndarray, s: int) -> np.ndarray:
+    """Pixels of each bool map [T, HW] in each superpixel, float64 [T, S].
+
+    Counts only the sparser side of every map: a mostly-true map (a background template) is
+    counted through its complement, count = superpixel size - complement count.
+    """
+    sizes = None
+    counts = np.empty((flat.shape[0], s))
+    for row, m in enumerate(flat):
+        idx = np.flatnonzero(m)
+        if 2 * len(idx) > len(m):
+            sizes = np.bincount(sp, minlength=s) if sizes is None else sizes
+            counts[row] = sizes - np.bincount(sp[np.flatnonzero(~m)], minlength=s)
+        else:
+            counts[row] = np.bincount(sp[idx], minlength=s)
+    return counts
 
 
 def _dense_sums(flat: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -151,13 +172,14 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def match_scores(V: np.ndarray, proposals: Proposals | np.ndarray,
                  cfg: MatchConfig | None = None, prm: np.ndarray | None = None,
-                 background: np.ndarray | None = None, crm: np.ndarray | None = None
-                 ) -> np.ndarray:
+                 background: np.ndarray | None = None, crm: np.ndarray | None = None,
+                 edge: np.ndarray | None = None) -> np.ndarray:
     """Score of every (instance k, proposal n), float64 [K, N]; higher is a better match.
 
     V: enhanced PRMs [K, H, W] (bool, or float in [0, 1] used as-is in the overlap term);
     prm: raw PRMs [K, H, W] (required for scoring="prm"); background: a precomputed B(V)
-    [K, H, W] (else ``background_template(V, cfg, crm)``).
+    [K, H, W] (else ``background_template(V, cfg, crm)``); edge: a precomputed E(V)
+    (else ``contour(V, cfg.contour_width)``).
     """
     cfg = cfg or MatchConfig()
     props = proposals if isinstance(proposals, Proposals) else Proposals(np.asarray(proposals))
@@ -172,9 +194,12 @@ def match_scores(V: np.ndarray, proposals: Proposals | np.ndarray,
     k = V.shape[0]
     if cfg.scoring == "prm":
         return _prm_scores(prm, bg, props, area, cfg)
-    edge = contour(vbin, cfg.contour_width)
-    maps = np.concatenate([V.astype(np.float32), edge.astype(np.float32),
-                           bg.astype(np.float32)])
+    edge = contour(vbin, cfg.contour_width) if edge is None else _stack(edge, "edge")
+    if edge.shape != V.shape:
+        raise InputError(f"edge {edge.shape} does not match V {V.shape}")
+    # bool V (the binarised maps) keeps exact pixel counting; a soft V is summed as float
+    dtype = bool if V.dtype == bool else np.float32
+    maps = np.concatenate([V.astype(dtype), edge.astype(dtype), bg.astype(dtype)])
     sums = _sums(maps, props)
     vp, ep, bp = sums[:k], sums[k:2 * k], sums[2 * k:]
     if cfg.scoring == "paper":

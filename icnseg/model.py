@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from icnseg.checkpoint import Checkpoint, load_checkpoint
-from icnseg.errors import CheckpointError, InputError
+from icnseg.errors import CheckpointError, ConfigError, InputError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "default.safetensors"
@@ -111,6 +111,25 @@ def resolve_model_path(model: str | os.PathLike) -> Path:
     if not path.exists():
         raise InputError(
             f"{path}: no such model (expected a checkpoint, an export dir or 'default')"
+        )
+    return path
+
+
+def resolve_export_dir(model: str | os.PathLike) -> Path:
+    """MODEL for a runtime backend: an export directory, or 'default' (the shipped export)."""
+    if str(model) == "default":
+        path = ASSETS / "export"
+        if not (path / "manifest.json").is_file():
+            raise ConfigError(
+                f"{path}: the package ships no exported default model "
+                "(build it with tools/export_default.sh, or use --backend torch)"
+            )
+        return path
+    path = resolve_model_path(model)
+    if not path.is_dir():
+        raise ConfigError(
+            f"{path}: runtime backends need an export directory; export the checkpoint "
+            f"first: icnseg export {path} --out DIR"
         )
     return path
 

@@ -13,10 +13,12 @@ import numpy as np
 from icnseg.errors import ConfigError
 from icnseg.outputs import Instance
 from icnseg.postprocess import (  # noqa: F401 (re-exported)
+    Clock,
     Stages,
     binary_maps,
     check_image,
     crm_background,
+    no_clock,
     prepare_input,
     rescale_instances,
     resize_proposals,
@@ -54,7 +56,7 @@ def _to_input(model, image: np.ndarray):
     return resized, torch.from_numpy(x)
 
 
-def run_stages(model, image: np.ndarray, cfg: SegmentConfig) -> Stages:
+def run_stages(model, image: np.ndarray, cfg: SegmentConfig, clock: Clock = no_clock) -> Stages:
     """Peaks, naive PRMs and (T > 0) ICN-enhanced maps of one image, at the model input size."""
     import torch
 
@@ -62,19 +64,21 @@ def run_stages(model, image: np.ndarray, cfg: SegmentConfig) -> Stages:
     from icnseg.models.prm import class_scores, find_peaks
     from icnseg.models.prm_backprop import peak_response_maps
 
-    resized, x = _to_input(model, image)
-    with torch.no_grad():
+    with clock("preprocess"):
+        resized, x = _to_input(model, image)
+    with clock("prm_forward"), torch.no_grad():
         crm = model.classifier(x)[0]
         conf = class_scores(crm, cfg.peaks).numpy()
-    peaks = find_peaks(crm, conf >= cfg.peaks.score_threshold, cfg.peaks)
-    prm = peak_response_maps(model.classifier, x, peaks, rule=cfg.rule).detach()
+        peaks = find_peaks(crm, conf >= cfg.peaks.score_threshold, cfg.peaks)
+    with clock("prm_backward"):
+        prm = peak_response_maps(model.classifier, x, peaks, rule=cfg.rule).detach()
     stages = Stages(resized, conf, peaks, prm.numpy(), crm=crm.numpy())
     if cfg.iterations > 0 and len(peaks):
         if model.icn is None:
             raise ConfigError(
                 f"{model.source}: has no ICN (a stage-1 checkpoint); use --iterations 0"
             )
-        with torch.no_grad():
+        with clock("icn"), torch.no_grad():
             xs = x.expand(len(peaks), -1, -1, -1)
             v = enhance(model.icn, xs, prm[:, None], iterations=cfg.iterations)
         stages.enhanced = v[:, 0].numpy()

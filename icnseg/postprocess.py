@@ -8,7 +8,9 @@ call these, so backends differ only in how they compute ``Stages``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import cv2
@@ -16,10 +18,18 @@ import numpy as np
 
 from icnseg.data.transforms import normalize
 from icnseg.errors import InputError
-from icnseg.matching import best_proposals, mask_nms, match_scores
+from icnseg.matching import background_template, best_proposals, contour, mask_nms, match_scores
 from icnseg.outputs import Instance
 from icnseg.proposals.types import Proposals
 from icnseg.settings import SegmentConfig
+
+# A stage clock: ``with clock("matcher"): ...`` times one stage (benchmarks pass one in).
+Clock = Callable[[str], AbstractContextManager]
+
+
+def no_clock(stage: str) -> AbstractContextManager:
+    """The default clock: times nothing."""
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -87,25 +97,38 @@ def crm_background(stages: Stages) -> np.ndarray:
 
 
 def select_instances(
-    stages: Stages, proposals: Proposals, classes, cfg: SegmentConfig
+    stages: Stages, proposals: Proposals, classes, cfg: SegmentConfig, clock: Clock = no_clock
 ) -> list[Instance]:
     """Match every instance to its best proposal, score it and apply class-aware mask NMS."""
     k = len(stages.peaks)
     if k == 0 or len(proposals) == 0:
         return []
-    v = binary_maps(stages, cfg)
-    crm = crm_background(stages) if cfg.match.background == "crm" else None
-    scores = match_scores(v, proposals, cfg.match, prm=stages.prm, crm=crm)
-    idx, quality = best_proposals(scores)
-    cls = stages.peaks[:, 0].astype(int)
-    # Instance score = class confidence x match quality (clipped to [0, 1]); quality ranks
-    # peaks of one class, confidence ranks classes, as the mAP^r protocol needs both.
-    score = stages.class_conf[cls] * np.clip(quality, 0.0, 1.0)
-    ok = np.isfinite(quality) & (quality >= cfg.min_quality)
-    cand = np.flatnonzero(ok)
-    masks = proposals.masks[idx[cand]]
-    keep = cand[mask_nms(masks, score[cand], cls[cand], cfg.match.nms_iou)]
-    keep = keep[np.argsort(-score[keep], kind="stable")]
+    with clock("binarise"):
+        v = binary_maps(stages, cfg)
+        crm = crm_background(stages) if cfg.match.background == "crm" else None
+        background = background_template(v, cfg.match, crm)
+        edge = contour(v, cfg.match.contour_width) if cfg.match.scoring != "prm" else None
+    with clock("matcher"):
+        scores = match_scores(v, proposals, cfg.match, prm=stages.prm, background=background,
+                              edge=edge)
+        idx, quality = best_proposals(scores)
+    with clock("nms"):
+        cls = stages.peaks[:, 0].astype(int)
+        # Instance score = class confidence x match quality (clipped to [0, 1]); quality ranks
+        # peaks of one class, confidence ranks classes, as the mAP^r protocol needs both.
+        score = stages.class_conf[cls] * np.clip(quality, 0.0, 1.0)
+        ok = np.isfinite(quality) & (quality >= cfg.min_quality)
+        cand = np.flatnonzero(ok)
+        masks = proposals.masks[idx[cand]]
+        keep = cand[mask_nms(masks, score[cand], cls[cand], cfg.match.nms_iou)]
+        keep = keep[np.argsort(-score[keep], kind="stable")]
+    return instances_from(stages, proposals, classes, keep, idx, cls, score, quality)
+
+
+def instances_from(stages: Stages, proposals: Proposals, classes, keep: np.ndarray,
+                   idx: np.ndarray, cls: np.ndarray, score: np.ndarray, quality: np.ndarray
+                   ) -> list[Instance]:
+    """Instance records for the kept peaks (masks at the model input size)."""
     h, w = stages.image.shape[:2]
     stride_y = h / stages.crm.shape[1]
     stride_x = w / stages.crm.shape[2]
@@ -168,15 +191,19 @@ def segment_stages(
     classes,
     cfg: SegmentConfig,
     proposals: Proposals | None = None,
+    clock: Clock = no_clock,
 ) -> list[Instance]:
     """Proposals (built-in unless given) -> matching -> NMS, masks returned at ``shape``."""
-    if proposals is None:
-        from icnseg.proposals.generate import generate_proposals
+    with clock("proposals"):
+        if proposals is None:
+            from icnseg.proposals.generate import generate_proposals
 
-        proposals = generate_proposals(stages.image)
-    else:
-        proposals = resize_proposals(proposals, stages.image.shape[:2])
-    return rescale_instances(select_instances(stages, proposals, classes, cfg), shape)
+            proposals = generate_proposals(stages.image)
+        else:
+            proposals = resize_proposals(proposals, stages.image.shape[:2])
+    instances = select_instances(stages, proposals, classes, cfg, clock)
+    with clock("postprocess"):
+        return rescale_instances(instances, shape)
 
 
 def prm_panel(stages: Stages, shape: tuple[int, int]) -> np.ndarray | None:

@@ -1,74 +1,246 @@
-"""`icnseg run` / `icnseg demo`: segment many images, write JSON + overlays, never stop early."""
+"""`icnseg run` / `icnseg demo`: segment images, videos and cameras; write JSON + overlays.
+
+Frames come from ``icnseg.sources`` through a prefetch thread that also does the host-side
+preparation (decode, resize to the model input, proposals), so it overlaps the networks.
+Images get ``<stem>.json`` + ``<stem>.png``; a video or camera gets ``<stem>/<frame>.json``
+per frame and one annotated video ``<stem>.mp4``. A bad input fails alone, never the run.
+"""
 
 from __future__ import annotations
 
-import glob
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from icnseg.errors import IcnsegError, InputError
+from icnseg.errors import IcnsegError
+from icnseg.sources import (  # noqa: F401 (IMAGE_EXTENSIONS, expand_inputs re-exported)
+    IMAGE_EXTENSIONS,
+    CaptureSource,
+    Frame,
+    ImageSource,
+    Prefetcher,
+    expand_inputs,
+    iter_frames,
+    make_sources,
+)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+PREFETCH_DEPTH = 3  # frames decoded and prepared ahead of the one being segmented
 
 
 @dataclass
 class RunSummary:
-    """What a run did: written stems, failures (path, message), instance count, seconds."""
+    """What a run did: written stems, failures (input, message), instances, frames, videos."""
 
-    written: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)  # image stems
     failed: list[tuple[str, str]] = field(default_factory=list)
     instances: int = 0
     seconds: float = 0.0
+    frames: int = 0  # video / camera frames segmented
+    streams: int = 0  # video / camera inputs seen
+    videos: list[str] = field(default_factory=list)  # annotated videos written
 
     def line(self, out_dir: str | os.PathLike) -> str:
         """One summary line for the terminal."""
-        s = (
-            f"{len(self.written)} image(s) segmented, {self.instances} instance(s), "
+        parts = [f"{len(self.written)} image(s)"] if self.written or not self.streams else []
+        if self.streams:
+            parts.append(f"{self.frames} frame(s) of {self.streams} video(s)")
+        return (
+            f"{' + '.join(parts)} segmented, {self.instances} instance(s), "
             f"{len(self.failed)} failed, {self.seconds:.1f}s -> {out_dir}"
         )
-        return s
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files, folders (their images, sorted) and globs -> image paths; nothing found is an error."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise InputError(f"{p}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
-            out.extend(found)
-        elif p.exists():
-            out.append(p)
-        elif any(ch in item for ch in "*?["):
-            found = sorted(
-                Path(q)
-                for q in glob.glob(item, recursive=True)
-                if Path(q).suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not found:
-                raise InputError(f"{item}: pattern matches no images")
-            out.extend(found)
-        else:
-            raise InputError(f"{p}: no such file or folder")
-    return out
+@dataclass
+class Prepared:
+    """A frame after the host-side work done in the prefetch thread."""
+
+    image: np.ndarray  # RGB uint8 at the frame's own size (masks come back at this size)
+    model_input: np.ndarray  # uint8 resized to the model input, as prepare_input does
+    proposals: object  # Proposals at the model input size, or None
 
 
-def _unique_stems(paths: Iterable[Path]) -> list[str]:
-    """Output stems, made unique when two inputs share a name (a.jpg, a.png -> a, a-1)."""
-    seen: dict[str, int] = {}
-    stems = []
-    for p in paths:
-        n = seen.get(p.stem, 0)
-        seen[p.stem] = n + 1
-        stems.append(p.stem if n == 0 else f"{p.stem}-{n}")
-    return stems
+class StagesSegmenter:
+    """A ``segment_fn`` in two halves: ``prepare`` (host only, thread-safe: resize and
+    proposals) and ``segment`` (networks, matching, NMS); calling it does both."""
+
+    def __init__(self, run_stages_fn: Callable, model, cfg, with_prm: bool = False) -> None:
+        """``run_stages_fn(image, cfg) -> Stages``; ``model`` gives classes and input size."""
+        self.run_stages_fn, self.cfg, self.with_prm = run_stages_fn, cfg, with_prm
+        self.classes = model.classes
+        self.input_size, self.mean, self.std = model.input_size, model.mean, model.std
+
+    def prepare(self, image: np.ndarray, proposals=None) -> Prepared:
+        """Resize to the model input and build (or resize the given) proposals."""
+        from icnseg.postprocess import check_image, prepare_input, resize_proposals
+        from icnseg.proposals.generate import generate_proposals
+
+        image = check_image(image)
+        resized, _ = prepare_input(image, self.input_size, self.mean, self.std)
+        # the same proposals segment_stages would build from Stages.image (= this resize)
+        props = (generate_proposals(resized) if proposals is None
+                 else resize_proposals(proposals, resized.shape[:2]))
+        return Prepared(image, resized, props)
+
+    def segment(self, p: Prepared) -> tuple[list, np.ndarray | None]:
+        """Instances at the frame's size, and the PRM panel if asked for."""
+        from icnseg.postprocess import prm_panel, segment_stages
+
+        # resizing an image already at the model size is a copy: Stages are unchanged
+        stages = self.run_stages_fn(p.model_input, self.cfg)
+        shape = p.image.shape[:2]
+        instances = segment_stages(stages, shape, self.classes, self.cfg, p.proposals)
+        return instances, (prm_panel(stages, shape) if self.with_prm else None)
+
+    def __call__(self, image: np.ndarray, proposals=None) -> tuple[list, np.ndarray | None]:
+        return self.segment(self.prepare(image, proposals))
+
+
+def stages_segmenter(model, cfg, with_prm: bool = False,
+                     run_stages_fn: Callable | None = None) -> StagesSegmenter:
+    """A run ``segment_fn`` for any backend (default: ``model.run_stages(image, cfg)``)."""
+    return StagesSegmenter(run_stages_fn or model.run_stages, model, cfg, with_prm)
+
+
+def torch_segmenter(model, cfg, with_prm: bool = False) -> StagesSegmenter:
+    """A run ``segment_fn`` backed by the eager PyTorch pipeline."""
+    from icnseg.pipeline import run_stages
+
+    return stages_segmenter(model, cfg, with_prm, lambda image, c: run_stages(model, image, c))
+
+
+def _preparer(segment_fn: Callable, proposals: str) -> Callable[[Frame], Frame]:
+    """The per-frame work of the prefetch thread: proposals (from a folder) and ``prepare``."""
+    from icnseg.proposals.loaders import load_proposals_for
+
+    prepare = getattr(segment_fn, "prepare", None)
+
+    def fn(frame: Frame) -> Frame:
+        if frame.error is None:
+            try:
+                shape = frame.image.shape[:2]
+                props = (None if proposals == "builtin"
+                         else load_proposals_for(proposals, frame.key, shape))
+                frame.data = (prepare(frame.image, props) if prepare is not None
+                              else (frame.image, props))
+            except IcnsegError as exc:
+                frame.error = exc
+        return frame
+
+    return fn
+
+
+class _Writer:
+    """Writes each segmented frame: image JSON + PNG, or frame JSON + annotated video."""
+
+    def __init__(self, out: Path, class_names, config: dict, frame_png: bool) -> None:
+        self.out, self.class_names, self.config, self.frame_png = (
+            out, class_names, config, frame_png)
+        self.video = None
+        self.source = None
+
+    def switch(self, source, summary: RunSummary) -> None:
+        """Finish the previous source's video; count video / camera inputs."""
+        self.finish(summary)
+        self.source = source
+        summary.streams += source.kind != "images"
+
+    def finish(self, summary: RunSummary) -> None:
+        """Finalise the annotated video of the current source (if it has frames)."""
+        video, self.video = self.video, None
+        if video is not None and (path := video.close()) is not None:
+            summary.videos.append(str(path))
+
+    def abort(self, interrupted: bool, summary: RunSummary) -> None:
+        """Drop an unfinished video; a camera stopped by Ctrl-C keeps what it recorded."""
+        if interrupted and self.source is not None and self.source.live:
+            self.finish(summary)
+        elif self.video is not None:
+            self.video.abort()
+            self.video = None
+
+    def write(self, frame: Frame, instances, prm) -> None:
+        """Write the outputs of one segmented frame."""
+        from icnseg.outputs import (
+            VideoOutput,
+            instances_to_json,
+            render_overlay,
+            write_json,
+            write_png,
+            write_result,
+        )
+
+        if frame.source.kind == "images":
+            write_result(self.out, frame.stem, frame.image, instances, self.config, prm=prm,
+                         image_name=frame.name, class_names=self.class_names)
+            return
+        h, w = frame.image.shape[:2]
+        record = instances_to_json(frame.name, h, w, instances, self.config)
+        overlay = render_overlay(frame.image, instances, self.class_names, prm=prm)
+        write_json(self.out / f"{frame.stem}.json", record)
+        if self.frame_png:
+            write_png(self.out / f"{frame.stem}.png", overlay)
+        if self.video is None:
+            self.video = VideoOutput(self.out / f"{frame.source.stem}.mp4",
+                                     frame.source.output_fps)
+        self.video.write(overlay)
+
+
+def run_sources(
+    segment_fn: Callable,
+    sources: Sequence[ImageSource | CaptureSource],
+    out_dir: str | os.PathLike,
+    class_names: Sequence[str],
+    config: dict,
+    proposals: str = "builtin",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    frame_png: bool = False,
+    depth: int = PREFETCH_DEPTH,
+) -> RunSummary:
+    """Segment every frame with ``segment_fn(image, proposals) -> (instances, prm|None)``
+    (its ``prepare`` half, if any, runs in the prefetch thread) and write the outputs."""
+    from tqdm import tqdm
+
+    summary = RunSummary()
+    writer = _Writer(Path(out_dir), class_names, config, frame_png)
+    segment = getattr(segment_fn, "segment", None) or (lambda data: segment_fn(*data))
+    t0 = time.perf_counter()
+    try:
+        with (
+            Prefetcher(iter_frames(sources), _preparer(segment_fn, proposals), depth) as frames,
+            tqdm(frames, desc="segment", unit="frame", disable=None if progress else True,
+                 leave=False) as bar,
+        ):
+            for frame in bar:
+                if frame.source is not writer.source:
+                    writer.switch(frame.source, summary)
+                try:
+                    if frame.error is not None:
+                        raise frame.error
+                    instances, prm = segment(frame.data)
+                    writer.write(frame, instances, prm)
+                except IcnsegError as exc:
+                    msg = str(exc)
+                    if frame.source.kind != "images" and not msg.startswith(frame.origin):
+                        msg = f"{frame.name}: {msg}"  # name the frame the error belongs to
+                    summary.failed.append((frame.origin, msg))
+                    log(f"icnseg: error: {msg}")
+                    continue
+                if frame.source.kind == "images":
+                    summary.written.append(frame.stem)
+                else:
+                    summary.frames += 1
+                summary.instances += len(instances)
+        writer.finish(summary)
+    except BaseException as exc:
+        writer.abort(isinstance(exc, KeyboardInterrupt), summary)
+        raise
+    summary.seconds = time.perf_counter() - t0
+    return summary
 
 
 def run_images(
@@ -81,66 +253,6 @@ def run_images(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> RunSummary:
-    """Segment each image with ``segment_fn(image, proposals) -> (instances, prm|None)``."""
-    from tqdm import tqdm
-
-    from icnseg.data.voc import read_image
-    from icnseg.outputs import write_result
-    from icnseg.proposals.loaders import load_proposals_for
-
-    out = Path(out_dir)
-    summary = RunSummary()
-    t0 = time.perf_counter()
-    for path, stem in tqdm(
-        list(zip(paths, _unique_stems(paths), strict=True)),
-        desc="segment",
-        disable=None if progress else True,
-        leave=False,
-    ):
-        try:
-            image = read_image(path)
-            props = (
-                None
-                if proposals == "builtin"
-                else load_proposals_for(proposals, path.stem, image.shape[:2])
-            )
-            instances, prm = segment_fn(image, props)
-            write_result(
-                out,
-                stem,
-                image,
-                instances,
-                config,
-                prm=prm,
-                image_name=path.name,
-                class_names=class_names,
-            )
-        except IcnsegError as exc:
-            summary.failed.append((str(path), str(exc)))
-            log(f"icnseg: error: {exc}")
-            continue
-        summary.written.append(stem)
-        summary.instances += len(instances)
-    summary.seconds = time.perf_counter() - t0
-    return summary
-
-
-def stages_segmenter(run_stages_fn: Callable, classes, cfg, with_prm: bool = False) -> Callable:
-    """A run_images ``segment_fn`` from any backend's ``run_stages_fn(image, cfg) -> Stages``."""
-    from icnseg.postprocess import check_image, prm_panel, segment_stages
-
-    def fn(image: np.ndarray, proposals):
-        image = check_image(image)
-        stages = run_stages_fn(image, cfg)
-        instances = segment_stages(stages, image.shape[:2], classes, cfg, proposals)
-        return instances, (prm_panel(stages, image.shape[:2]) if with_prm else None)
-
-    return fn
-
-
-def torch_segmenter(model, cfg, with_prm: bool = False) -> Callable:
-    """A ``segment_fn`` for run_images backed by the eager PyTorch pipeline."""
-    from icnseg.pipeline import run_stages
-
-    return stages_segmenter(lambda image, c: run_stages(model, image, c), model.classes, cfg,
-                            with_prm)
+    """run_sources() over image files (videos among ``paths`` are read as videos)."""
+    return run_sources(segment_fn, make_sources(list(paths)), out_dir, class_names, config,
+                       proposals=proposals, progress=progress, log=log)

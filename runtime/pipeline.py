@@ -2,7 +2,9 @@
 
 resize + normalise (numpy/OpenCV) -> prm.onnx (forward, peaks, batched backward) -> icn.onnx
 x T (or T/unroll calls of an unrolled graph) -> the same numpy post-processing as the torch
-pipeline (``icnseg.postprocess``). Never imports torch.
+pipeline (``icnseg.postprocess``). Never imports torch. On a GPU (onnxruntime cuda/tensorrt,
+or the tensorrt backend) the graphs chain through ``run_device``: the naive PRMs and every
+ICN pass stay on the device; only peaks, scores and the final maps are copied back.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from icnseg.errors import ConfigError
 from icnseg.export.manifest import read_manifest, verify_files
 from icnseg.outputs import Instance
-from icnseg.postprocess import Stages, check_image, prepare_input, segment_stages
+from icnseg.postprocess import Clock, Stages, check_image, no_clock, prepare_input, segment_stages
 from icnseg.proposals.types import Proposals
 from icnseg.runtime.backend import Backend, load_backend
 from icnseg.settings import SegmentConfig, config_from_dict
@@ -26,8 +28,14 @@ class ExportedModel:
     """An export directory loaded for inference (``icnseg.segment(model, image)``)."""
 
     def __init__(self, export_dir: str | os.PathLike, backend: str = "onnxruntime",
-                 device: str = "cpu") -> None:
-        """Read and verify the manifest (sha256 of every ONNX file), then load the graphs."""
+                 device: str = "cpu", precision: str | None = None) -> None:
+        """Read and verify the manifest (sha256 of every ONNX file), then load the graphs.
+
+        ``backend="tensorrt"`` loads the engines ``icnseg build-engine`` put in
+        ``<export_dir>/engines`` for this GPU and TensorRT; ``precision`` (fp32 | fp16 | int8)
+        picks among several builds, None takes the newest valid one per graph. For
+        onnxruntime, ``precision="fp16"`` turns on FP16 in the TensorRT execution provider.
+        """
         self.path = Path(export_dir)
         self.manifest = read_manifest(self.path)
         files = verify_files(self.path, self.manifest)
@@ -37,11 +45,21 @@ class ExportedModel:
         self.mean, self.std = tuple(m["mean"]), tuple(m["std"])
         self.k_max, self.rule, self.unroll = int(m["k_max"]), m["rule"], int(m["unroll"])
         self.backend_name, self.device, self.source = backend, device, str(self.path)
+        self.precision = precision
         self.config = {"segment": m["segment"]}
-        self.prm: Backend = load_backend(backend, files["prm"], device)
-        self.icn: Backend | None = (
-            load_backend(backend, files["icn"], device) if "icn" in files else None
-        )
+        self.prm: Backend = load_backend(backend, files["prm"], device, precision=precision)
+        try:
+            self.icn: Backend | None = (
+                load_backend(backend, files["icn"], device, precision=precision)
+                if "icn" in files else None
+            )
+        except BaseException:
+            self.prm.close()
+            raise
+        # Chain the graphs on the device (no host round-trip between prm and icn) when the
+        # backend can and the device is a GPU; on the CPU host arrays are as fast.
+        self.on_device = device != "cpu" and all(
+            hasattr(b, "run_device") for b in (self.prm, self.icn) if b is not None)
 
     def segment_config(self, **overrides: Any) -> SegmentConfig:
         """The exported settings + overrides; graph-baked ones (rule, peaks) cannot change."""
@@ -64,19 +82,45 @@ class ExportedModel:
             raise ConfigError(f"{self.path}: icn.onnx unrolls {self.unroll} passes; "
                               f"--iterations {cfg.iterations} must be a multiple of it")
 
-    def run_stages(self, image: np.ndarray, cfg: SegmentConfig) -> Stages:
+    def run_stages(self, image: np.ndarray, cfg: SegmentConfig,
+                   clock: Clock = no_clock) -> Stages:
         """Peaks, naive PRMs and (T > 0) enhanced maps of one RGB uint8 image."""
-        resized, x = prepare_input(image, self.input_size, self.mean, self.std)
-        out = self.prm.run({"image": x})
+        with clock("preprocess"):
+            resized, x = prepare_input(image, self.input_size, self.mean, self.std)
+        if self.on_device:
+            return self._run_stages_device(resized, x, cfg, clock)
+        with clock("prm"):
+            out = self.prm.run({"image": x})
         n = int(out["count"][0])
         peaks = out["peaks"][:n]
         prm = np.ascontiguousarray(out["prm"][:n])
         stages = Stages(resized, out["class_scores"][0], peaks, prm, crm=out["crm"][0])
         if cfg.iterations > 0 and n:
             v = prm[:, None]
-            for _ in range(cfg.iterations // self.unroll):
-                v = self.icn.run({"image": x, "prm": v}, ["map"])["map"]
+            with clock("icn"):
+                for _ in range(cfg.iterations // self.unroll):
+                    v = self.icn.run({"image": x, "prm": v}, ["map"])["map"]
             stages.enhanced = v[:, 0]
+        return stages
+
+    def _run_stages_device(self, resized: np.ndarray, x: np.ndarray, cfg: SegmentConfig,
+                           clock: Clock = no_clock) -> Stages:
+        """``run_stages`` with device-resident outputs: the naive PRMs feed the ICN in place,
+        each ICN pass feeds the next; only the small outputs and the results come back."""
+        prm, icn = self.prm, self.icn
+        with clock("prm"):
+            out = prm.run_device({"image": x})
+            n = int(prm.to_host(out["count"])[0])  # waits for the engine
+        host = {k: prm.to_host(out[k]) for k in ("class_scores", "peaks", "crm")}
+        naive = out["prm"].rows(n)
+        stages = Stages(resized, host["class_scores"][0], host["peaks"][:n], prm.to_host(naive),
+                        crm=host["crm"][0])
+        if cfg.iterations > 0 and n:
+            v = naive.reshape(n, 1, *naive.shape[1:])
+            with clock("icn"):
+                for _ in range(cfg.iterations // self.unroll):
+                    v = icn.run_device({"image": x, "prm": v}, ["map"])["map"]
+                stages.enhanced = icn.to_host(v)[:, 0]
         return stages
 
     def segment(self, image_rgb_uint8: np.ndarray, proposals: Proposals | None = None,

@@ -1,0 +1,244 @@
+"""``icnseg bench``: per-stage and end-to-end latency of several backends, side by side.
+
+Every backend runs the same images with the same precomputed proposals (built once per image,
+the way the original code loads MCG proposals from disk; their cost is reported on its own).
+Outputs are checked equal (``agree.check_agreement``) before any time is measured, and the
+timed iterations go round-robin over the backends so that machine noise hits all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from icnseg.benchmarks.agree import check_agreement
+from icnseg.benchmarks.machine import machine_info, peak_rss_mb
+from icnseg.benchmarks.runners import STAGES, BaselineRunner, ExportedRunner, TorchRunner
+from icnseg.benchmarks.timing import StageTimer, summarize
+from icnseg.errors import ConfigError
+
+RUNTIME_BACKENDS = ("onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What ``icnseg bench`` measures."""
+
+    model: str = "default"  # checkpoint, export directory, or 'default'
+    backends: tuple[str, ...] = ("torch", "onnxruntime")  # torch | onnxruntime | tensorrt
+    device: str = "cpu"  # device of the runtime backends: cpu | cuda | tensorrt (ORT EP)
+    baseline: bool = False  # add the original-PRM pipeline; report speed-ups over it
+    iters: int = 20  # timed images per backend
+    warmup: int = 3  # untimed images per backend before timing
+    images: tuple[str, ...] = ()  # image files/folders; empty: the bundled sample images
+    streams: int = 2  # concurrent streams for the overlapped-throughput figure (0: skip)
+    cold: bool = True  # cold start and peak RSS, each backend in a fresh process
+    micro: bool = True  # with the baseline: matcher at N=1000, K=8 and backward at K=8
+
+    def __post_init__(self) -> None:
+        if not self.backends and not self.baseline:
+            raise ConfigError("nothing to benchmark: give --backend and/or --baseline")
+        for b in self.backends:
+            if b not in ("torch", *RUNTIME_BACKENDS):
+                raise ConfigError(f"unknown backend {b!r}; choose torch, onnxruntime or tensorrt")
+        if len(set(self.backends)) != len(self.backends):
+            raise ConfigError(f"a backend is listed twice: {', '.join(self.backends)}")
+        if self.iters < 1 or self.warmup < 0 or self.streams < 0:
+            raise ConfigError("--iters must be >= 1, --warmup and --streams >= 0")
+
+
+@dataclass
+class Loaded:
+    """The runners of one benchmark, their shared settings and inputs."""
+
+    runners: dict[str, Any]
+    cfg: Any
+    classes: tuple[str, ...]
+    input_size: tuple[int, int]
+    export_dir: Path | None
+    checkpoint: str | None
+
+
+def _is_export_dir(model: str) -> bool:
+    """True when MODEL names an export directory."""
+    return model != "default" and Path(model).is_dir()
+
+
+def load_runners(cfg: BenchConfig, stack: contextlib.ExitStack) -> Loaded:
+    """Load every requested pipeline on the same model (exporting a checkpoint if needed)."""
+    from icnseg.model import resolve_export_dir
+
+    needs_torch = cfg.baseline or "torch" in cfg.backends
+    runtime = [b for b in cfg.backends if b in RUNTIME_BACKENDS]
+    if needs_torch and _is_export_dir(cfg.model):
+        raise ConfigError(f"{cfg.model}: an export directory cannot run the torch backend or "
+                          "the baseline; give the checkpoint it was exported from")
+    runners: dict[str, Any] = {}
+    seg_cfg = model = export_dir = None
+    if needs_torch:
+        from icnseg.model import load
+        from icnseg.pipeline import config_for
+
+        model = load(cfg.model)
+        seg_cfg = config_for(model)
+    if runtime:
+        if cfg.model == "default" or _is_export_dir(cfg.model):
+            export_dir = resolve_export_dir(cfg.model)
+        else:
+            from icnseg.export.pipeline import checkpoint_to_onnx
+
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="icnseg-bench-"))
+            export_dir = checkpoint_to_onnx(model or cfg.model, Path(tmp) / "export").out_dir
+    if "torch" in cfg.backends:
+        runners["torch"] = TorchRunner(model, seg_cfg)
+    for name in runtime:
+        from icnseg.runtime.pipeline import ExportedModel
+
+        exported = ExportedModel(export_dir, backend=name, device=cfg.device)
+        if seg_cfg is None:
+            seg_cfg = exported.segment_config()
+        exported.check_config(seg_cfg)
+        runner = ExportedRunner(exported, seg_cfg)
+        stack.callback(runner.close)
+        runners[runner.name] = runner
+        model = model or exported
+    if cfg.baseline:
+        runners["baseline"] = BaselineRunner(model, seg_cfg)
+    checkpoint = None if _is_export_dir(cfg.model) else cfg.model
+    return Loaded(runners, seg_cfg, tuple(model.classes), tuple(model.input_size), export_dir,
+                  checkpoint)
+
+
+def load_inputs(paths: Sequence[str], input_size: tuple[int, int]) -> list[dict[str, Any]]:
+    """Images and their built-in proposals (made once, timed), at least one image."""
+    from icnseg.data.voc import read_image
+    from icnseg.model import ASSETS
+    from icnseg.postprocess import prepare_input
+    from icnseg.proposals.generate import generate_proposals
+    from icnseg.sources import expand_images
+
+    files = expand_images(paths) if paths else sorted((ASSETS / "samples").glob("*.jpg"))
+    if not files:
+        raise ConfigError("no input images (give --images)")
+    inputs = []
+    for f in files:
+        image = read_image(f)
+        resized, _ = prepare_input(image, input_size, (0, 0, 0), (1, 1, 1))
+        t0 = time.perf_counter()
+        proposals = generate_proposals(resized)
+        inputs.append({"name": f.name, "path": str(f), "image": image, "proposals": proposals,
+                       "proposal_s": time.perf_counter() - t0})
+    return inputs
+
+
+def _timed_loop(loaded: Loaded, inputs: list[dict[str, Any]], warmup: int, iters: int
+                ) -> dict[str, dict[str, list[float]]]:
+    """Round-robin over runners; per runner {stage or 'e2e': [seconds per timed image]}."""
+    out: dict[str, dict[str, list[float]]] = {n: {} for n in loaded.runners}
+    for it in range(warmup + iters):
+        item = inputs[it % len(inputs)]
+        for name, runner in loaded.runners.items():
+            timer = StageTimer()
+            t0 = time.perf_counter()
+            runner.segment(item["image"], item["proposals"], timer)
+            wall = time.perf_counter() - t0
+            if it < warmup:
+                continue
+            rec = out[name]
+            rec.setdefault("e2e", []).append(timer.total() if runner.derived else wall)
+            for stage in STAGES:
+                rec.setdefault(stage, []).append(timer.seconds.get(stage, 0.0))
+    return out
+
+
+def overlapped_throughput(runner: Any, inputs: list[dict[str, Any]], streams: int,
+                          images: int) -> float:
+    """Images/s with ``streams`` threads sharing the loaded pipeline."""
+    def one(i: int) -> None:
+        item = inputs[i % len(inputs)]
+        runner.segment(item["image"], item["proposals"])
+
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(one, range(streams)))  # warm every thread
+        t0 = time.perf_counter()
+        list(pool.map(one, range(images)))
+        return images / (time.perf_counter() - t0)
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure; BenchmarkError (before any timing) when the backends disagree."""
+    with contextlib.ExitStack() as stack:
+        t0 = time.perf_counter()
+        loaded = load_runners(cfg, stack)
+        log(f"loaded {', '.join(loaded.runners)} in {time.perf_counter() - t0:.1f}s")
+        inputs = load_inputs(cfg.images, loaded.input_size)
+        names = [i["name"] for i in inputs]
+        first = {n: [r.segment(i["image"], i["proposals"]) for i in inputs]
+                 for n, r in loaded.runners.items()}
+        reference = "torch" if "torch" in first else next(iter(first))
+        check_agreement(reference, first, names)
+        log(f"outputs agree with {reference} on {len(inputs)} image(s); timing "
+            f"{cfg.warmup} + {cfg.iters} image(s) per backend")
+        samples = _timed_loop(loaded, inputs, cfg.warmup, cfg.iters)
+        result = _report(cfg, loaded, inputs, samples)
+        instances = {n: sum(len(r[0]) for r in v) for n, v in first.items()}
+        result["agreement"] = {"reference": reference, "images": names, "instances": instances}
+        if cfg.streams:
+            for name, runner in loaded.runners.items():
+                n = max(cfg.iters, 2 * cfg.streams)
+                result["backends"][name]["throughput_overlapped"] = overlapped_throughput(
+                    runner, inputs, cfg.streams, n)
+        if cfg.micro and cfg.baseline and loaded.checkpoint is not None:
+            from icnseg.benchmarks.micro import micro_benchmarks
+
+            log("micro-benchmarks: matcher at N=1000, K=8; PRM backward at K=8")
+            result["micro"] = micro_benchmarks(loaded.runners["baseline"].model, loaded.cfg)
+        result["peak_rss_mb_all_backends"] = peak_rss_mb()
+    if cfg.cold:
+        from icnseg.benchmarks.cold_start import measure_cold
+
+        for name in result["backends"]:
+            log(f"cold start: {name} (fresh process)")
+            result["backends"][name]["cold"] = measure_cold(
+                cfg.model, name.split("-")[0], cfg.device, inputs[0]["path"])
+    return result
+
+
+def _report(cfg: BenchConfig, loaded: Loaded, inputs: list[dict[str, Any]],
+            samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """The JSON result: settings, machine, per-backend statistics and speed-ups."""
+    backends: dict[str, Any] = {}
+    for name, rec in samples.items():
+        e2e = summarize(rec["e2e"])
+        backends[name] = {
+            "e2e_ms": e2e,
+            "stages_ms": {s: summarize(rec[s]) for s in STAGES if any(rec[s])},
+            "derived_stages": list(loaded.runners[name].derived),
+            "throughput_single": 1e3 / e2e["mean"],
+        }
+    base = backends.get("baseline")
+    if base:
+        for rec in backends.values():
+            rec["speedup_vs_baseline"] = base["e2e_ms"]["mean"] / rec["e2e_ms"]["mean"]
+            rec["stage_speedup_vs_baseline"] = {
+                s: base["stages_ms"][s]["mean"] / v["mean"]
+                for s, v in rec["stages_ms"].items()
+                if s in base["stages_ms"] and v["mean"] > 0
+            }
+    seg = loaded.cfg
+    return {
+        "config": {**asdict(cfg), "segment": seg.to_dict(), "input_size": list(loaded.input_size),
+                   "export_dir": str(loaded.export_dir) if loaded.export_dir else None,
+                   "precision": "fp32"},
+        "machine": machine_info(),
+        "proposals_ms": summarize([i["proposal_s"] for i in inputs]),
+        "proposal_counts": [len(i["proposals"]) for i in inputs],
+        "backends": backends,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -1,0 +1,89 @@
+"""The markdown table and files of an ``icnseg bench`` result."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from icnseg.benchmarks.runners import STAGES
+from icnseg.fileio import write_text
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    """A number for a table cell ('-' when missing)."""
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """Side-by-side tables: end to end, per stage (mean ms), throughput, cold start, micro."""
+    m, c, backends = result["machine"], result["config"], result["backends"]
+    names = list(backends)
+    gpu = ", ".join(g["name"] for g in m["gpus"]) or "no GPU"
+    lines = [
+        f"# icnseg bench: {c['model']} ({c['input_size'][0]}x{c['input_size'][1]}, "
+        f"T={c['segment']['iterations']}, {c['precision']})",
+        "",
+        f"Machine: {m['cpu']} ({m['cores']} cores), {gpu}; Python {m['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()) + f"; git {m['git']}.",
+        f"Device: {c['device']}. {c['iters']} timed images per backend after {c['warmup']} "
+        f"warm-up, round-robin; outputs checked equal first "
+        f"({result['agreement']['reference']} is the reference).",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for key in ("p50", "p90", "p99", "mean", "min"):
+        lines.append(f"| e2e {key} (ms) | "
+                     + " | ".join(_f(backends[n]["e2e_ms"][key]) for n in names) + " |")
+    if "baseline" in backends:
+        lines.append("| speed-up vs baseline | " + " | ".join(
+            _f(backends[n]["speedup_vs_baseline"], 1) + "x" for n in names) + " |")
+    lines.append("| images/s, 1 stream | "
+                 + " | ".join(_f(backends[n]["throughput_single"], 1) for n in names) + " |")
+    if any("throughput_overlapped" in backends[n] for n in names):
+        lines.append(f"| images/s, {c['streams']} streams | " + " | ".join(
+            _f(backends[n].get("throughput_overlapped"), 1) for n in names) + " |")
+    for stage in STAGES:
+        cells = [backends[n]["stages_ms"].get(stage, {}).get("mean") for n in names]
+        if any(cells):
+            mark = {n: "*" if stage in backends[n]["derived_stages"] else "" for n in names}
+            lines.append(f"| {stage} (ms) | "
+                         + " | ".join(_f(x) + mark[n] for x, n in zip(cells, names,
+                                                                         strict=True)) + " |")
+    if any("cold" in backends[n] for n in names):
+        for key, label in (("import_s", "import (s)"), ("load_s", "load (s)"),
+                           ("first_s", "first image (s)"), ("peak_rss_mb", "peak RSS (MiB)")):
+            lines.append(f"| cold: {label} | " + " | ".join(
+                _f(backends[n].get("cold", {}).get(key)) for n in names) + " |")
+    lines += ["", f"Proposals (built-in, made once per image, not in e2e): "
+              f"{_f(result['proposals_ms']['mean'])} ms mean, "
+              f"N = {', '.join(map(str, result['proposal_counts']))}."]
+    if any(backends[n]["derived_stages"] for n in names):
+        lines.append("* prm.onnx runs forward, peaks and backward as one graph: its forward "
+                     "share is timed with a forward-only copy of the graph, backward = rest.")
+    micro = result.get("micro")
+    if micro:
+        lines += ["", "Micro-benchmarks (same process):", ""]
+        for mm in micro["matcher"]:
+            h, w = mm["shape"]
+            lines.append(f"- matcher N={mm['n']}, K={mm['k']} at {h}x{w}: per-pair loop "
+                         f"{mm['loop_s'] * 1e3:.1f} ms; superpixel-factored "
+                         f"{mm['factored_s'] * 1e3:.2f} ms (**{mm['speedup_factored']:.0f}x**); "
+                         f"dense masks {mm['dense_s'] * 1e3:.1f} ms "
+                         f"({mm['speedup_dense']:.1f}x)")
+        b = micro["backward"]
+        lines.append(f"- PRM backward K={b['k']} ({b['rule']} rule, {b['size'][0]}x"
+                     f"{b['size'][1]}): per-peak loop {b['loop_s'] * 1e3:.1f} ms, batched "
+                     f"{b['batched_s'] * 1e3:.1f} ms (**{b['speedup']:.1f}x**)")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: dict[str, Any], json_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write the JSON and, next to it, the markdown table (both atomically)."""
+    path = Path(json_path)
+    md = path.with_suffix(".md")
+    write_text(path, json.dumps(result, indent=2, sort_keys=False) + "\n")
+    write_text(md, render_markdown(result))
+    return path, md

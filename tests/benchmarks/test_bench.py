@@ -1,0 +1,79 @@
+"""`icnseg bench`: side-by-side result, speed-ups, and a hard failure on disagreement."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from icnseg.benchmarks import bench  # noqa: E402
+from icnseg.benchmarks.agree import BenchmarkError  # noqa: E402
+from icnseg.benchmarks.report import render_markdown  # noqa: E402
+from icnseg.benchmarks.runners import ExportedRunner  # noqa: E402
+from icnseg.cli import main  # noqa: E402
+from icnseg.errors import ConfigError  # noqa: E402
+
+QUICK = {"iters": 2, "warmup": 0, "streams": 0, "cold": False, "micro": False}
+
+
+@pytest.fixture(scope="module")
+def result() -> dict:
+    cfg = bench.BenchConfig(backends=("torch", "onnxruntime"), baseline=True, **QUICK)
+    return bench.run_bench(cfg, log=lambda m: None)
+
+
+def test_result_side_by_side(result: dict) -> None:
+    assert set(result["backends"]) == {"torch", "onnxruntime", "baseline"}
+    for rec in result["backends"].values():
+        e2e = rec["e2e_ms"]
+        assert e2e["n"] == 2 and 0 < e2e["min"] <= e2e["p50"] <= e2e["max"]
+        assert rec["speedup_vs_baseline"] > 0 and rec["throughput_single"] > 0
+        # the stages add up to the end-to-end time of the same images
+        total = sum(s["mean"] for s in rec["stages_ms"].values())
+        assert abs(total - e2e["mean"]) <= 0.05 * e2e["mean"] + 1.0
+    assert result["backends"]["baseline"]["speedup_vs_baseline"] == 1.0
+    assert result["backends"]["onnxruntime"]["derived_stages"] == ["prm_forward", "prm_backward"]
+    assert result["agreement"]["reference"] == "torch"
+    assert result["machine"]["cores"] >= 1 and "numpy" in result["machine"]["libraries"]
+    md = render_markdown(result)
+    assert "| e2e p50 (ms) |" in md and "speed-up vs baseline" in md
+
+
+def test_disagreement_fails_loudly(monkeypatch, tmp_path, capsys) -> None:
+    real = ExportedRunner.segment
+
+    def drop_one(self, image, proposals, timer=None):
+        instances, stages = real(self, image, proposals, timer)
+        return instances[1:], stages
+
+    monkeypatch.setattr(ExportedRunner, "segment", drop_one)
+    cfg = bench.BenchConfig(backends=("torch", "onnxruntime"), **QUICK)
+    with pytest.raises(BenchmarkError, match="onnxruntime vs torch .* instances instead of"):
+        bench.run_bench(cfg, log=lambda m: None)
+    out = tmp_path / "r.json"
+    errors: list[str] = []
+    rc = main(["bench", "default", "--iters", "1", "--no-cold", "--streams", "0",
+               "--json", str(out)], err=errors.append)
+    assert rc == 1 and "disagree" in errors[0] and not out.exists()
+    assert "e2e" not in capsys.readouterr().out
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ConfigError, match="unknown backend"):
+        bench.BenchConfig(backends=("tflite",))
+    with pytest.raises(ConfigError, match="--iters"):
+        bench.BenchConfig(iters=0)
+    with pytest.raises(ConfigError, match="nothing to benchmark"):
+        bench.BenchConfig(backends=())
+
+
+def test_cli_writes_json_and_markdown(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "default", "--backend", "onnxruntime", "--iters", "1", "--warmup", "0",
+               "--no-cold", "--streams", "2", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert rc == 0 and data["backends"]["onnxruntime"]["throughput_overlapped"] > 0
+    assert out.with_suffix(".md").read_text().startswith("# icnseg bench")
