@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,8 @@ import numpy as np
 import onnx
 import torch
 
+from icnseg.benchmarks.baseline import loop_maps
+from icnseg.benchmarks.machine import machine_info as shared_machine_info
 from icnseg.errors import IcnsegError
 from icnseg.export.prm_graph import build_prm_onnx
 from icnseg.fileio import write_text
@@ -58,21 +58,6 @@ def make_classifier(backbone: str, num_classes: int, seed: int) -> PRMClassifier
     with torch.no_grad():
         model.classifier.bias.fill_(BIAS)
     return model
-
-
-def loop_maps(classifier: torch.nn.Module, x: torch.Tensor, peaks: np.ndarray,
-              rule: str) -> torch.Tensor:
-    """Return R [K,H,W] the original PRM way: per peak one forward and one backward."""
-    maps = []
-    with torch.enable_grad(), backprop_rule(classifier, rule):
-        for c, y, xx in np.asarray(peaks)[:, :3].round().astype(np.int64):
-            xi = x.detach().clone().requires_grad_(True)
-            crm = classifier(xi)
-            seed = torch.zeros_like(crm)
-            seed[0, c, y, xx] = 1.0
-            (grad,) = torch.autograd.grad(crm, xi, grad_outputs=seed)
-            maps.append(grad[0].sum(0).clamp(min=0))
-    return torch.stack(maps)
 
 
 def loop_1fwd_maps(classifier: torch.nn.Module, x: torch.Tensor, peaks: np.ndarray,
@@ -216,48 +201,9 @@ def _np(value: object) -> np.ndarray:
     return value.detach().numpy() if torch.is_tensor(value) else np.asarray(value)
 
 
-def git_revision() -> str | None:
-    """Short git revision of the repository (``+dirty`` if modified), or None."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, timeout=10,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO, timeout=10, capture_output=True, text=True,
-                               check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{rev}+dirty" if dirty else rev or None
-
-
-def cpu_model() -> str | None:
-    """The CPU model name from /proc/cpuinfo (Linux), else None."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
 def machine_info(threads: int) -> dict[str, Any]:
-    """Processor, core count, load, library versions and git revision of this run."""
-    ort = _ort()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "processor": platform.processor() or None,
-        "machine": platform.machine(),
-        "cpu_model": cpu_model(),
-        "system": f"{platform.system()} {platform.release()}",
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-        "loadavg_1_5_15_at_start": [round(v, 2) for v in load] if load else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": ort.__version__,
-        "onnx": onnx.__version__,
-        "git_revision": git_revision(),
-    }
+    """The shared machine record plus this run's thread count."""
+    return {**shared_machine_info(), "threads": threads}
 
 
 def run_benchmark(backbone: str = "tiny", size: int = 96, ks: Sequence[int] = (1, 4, 16),
@@ -284,13 +230,13 @@ def run_benchmark(backbone: str = "tiny", size: int = 96, ks: Sequence[int] = (1
 def render_markdown(result: dict[str, Any]) -> str:
     """A short markdown report: the machine, then one table row per K."""
     m, s = result["machine"], result["settings"]
-    cpu = m.get("cpu_model") or m["processor"] or m["machine"]
+    libs = m["libraries"]
     lines = [
         f"# PRM backward speed: {s['backbone']} at {s['size']} px, rule {s['rule']}",
         "",
-        f"Machine: {cpu} ({m['machine']}), {m['cpu_count']} CPUs, {s['threads']} threads for "
-        f"torch and ORT; load at start {m['loadavg_1_5_15_at_start']}; torch {m['torch']}, "
-        f"onnxruntime {m['onnxruntime']}, git {m['git_revision']}. Median of {s['iters']} runs "
+        f"Machine: {m['cpu']}, {m['cores']} CPUs, {s['threads']} threads for "
+        f"torch and ORT; load at start {m['loadavg']}; torch {libs.get('torch')}, "
+        f"onnxruntime {libs.get('onnxruntime')}, git {m['git']}. Median of {s['iters']} runs "
         f"after {s['warmup']} warm-up + 1 untimed agreement-check run, in ms.",
         "",
         "| K | loop (K fwd+bwd) | loop 1 fwd + K bwd | torch batched | ORT prm.onnx "

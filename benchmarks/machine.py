@@ -72,6 +72,8 @@ def machine_info() -> dict[str, object]:
         "cpu": _cpu_name(),
         "cores": os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        # other work on the machine while measuring (1, 5, 15 min averages)
+        "loadavg": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "gpus": gpus(),

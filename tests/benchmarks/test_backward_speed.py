@@ -20,7 +20,7 @@ def result() -> dict:
 
 
 def test_structure(result: dict, tmp_path) -> None:
-    assert result["settings"]["threads"] == 1 and result["machine"]["cpu_count"] >= 1
+    assert result["settings"]["threads"] == 1 and result["machine"]["cores"] >= 1
     (r,) = result["results"]
     assert r["k"] == 2 and r["valid_peaks"] == 2 and r["note"] == ""
     assert set(r["times"]) == {"loop", "loop_1fwd", "torch_batched", "ort"}
