@@ -187,6 +187,11 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
             f"{cfg.warmup} + {cfg.iters} image(s) per backend")
         samples = _timed_loop(loaded, inputs, cfg.warmup, cfg.iters)
         result = _report(cfg, loaded, inputs, samples)
+        for name, runner in loaded.runners.items():
+            if isinstance(runner, ExportedRunner):
+                ks = [len(first[name][i % len(inputs)][1].peaks) for i in range(cfg.iters)]
+                result["backends"][name]["roofline"] = stage_roofline(
+                    runner.model.path, ks, result["backends"][name]["stages_ms"], cfg.device)
         instances = {n: sum(len(r[0]) for r in v) for n, v in first.items()}
         result["agreement"] = {"reference": reference, "images": names, "instances": instances}
         if cfg.streams:
@@ -208,6 +213,27 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
             result["backends"][name]["cold"] = measure_cold(
                 cfg.model, name.split("-")[0], cfg.device, inputs[0]["path"])
     return result
+
+
+def stage_roofline(export_dir: Path, ks: Sequence[int], stages_ms: dict[str, Any],
+                   device: str) -> list[dict[str, Any]]:
+    """FLOPs/bytes of prm.onnx (at its K_max) and icn.onnx (at each image's K) per second of
+    the measured stages; fractions of peak on a GPU of ``roofline.GPUS``."""
+    from icnseg.benchmarks.machine import gpus
+    from icnseg.benchmarks.roofline import StageCost, combine, roofline, stage_costs
+
+    prm = combine(stage_costs(export_dir / "prm.onnx"), "prm_forward", "peaks", "prm_backward")
+    costs = {"prm": prm}
+    seconds = {"prm": (stages_ms["prm_forward"]["mean"] + stages_ms["prm_backward"]["mean"]) / 1e3}
+    icn_k = [k for k in ks if k]
+    if icn_k and "icn" in stages_ms:
+        per_k = {k: stage_costs(export_dir / "icn.onnx", {"K": k})["icn"] for k in set(icn_k)}
+        flops = sum(per_k[k].flops for k in ks if k) / len(ks)  # per image, 0 without peaks
+        nbytes = sum(per_k[k].bytes for k in ks if k) / len(ks)
+        costs["icn"] = StageCost(int(flops), int(nbytes), flops / nbytes, 0)
+        seconds["icn"] = stages_ms["icn"]["mean"] / 1e3
+    gpu = gpus()[0]["name"] if device != "cpu" and gpus() else None
+    return [asdict(p) for p in roofline(costs, seconds, gpu)]
 
 
 def _report(cfg: BenchConfig, loaded: Loaded, inputs: list[dict[str, Any]],

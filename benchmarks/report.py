@@ -63,6 +63,18 @@ def render_markdown(result: dict[str, Any]) -> str:
     if any(backends[n]["derived_stages"] for n in names):
         lines.append("* prm.onnx runs forward, peaks and backward as one graph: its forward "
                      "share is timed with a forward-only copy of the graph, backward = rest.")
+    roof = [(n, p) for n in names for p in backends[n].get("roofline", [])]
+    if roof:
+        lines += ["", "Roofline (FLOPs and bytes counted from the ONNX graphs as written; prm.onnx "
+                  "at its K_max, icn.onnx at each image's K):", "",
+                  "| backend | stage | GFLOP/s | GB/s | FLOP/byte | % of peak compute | "
+                  "% of peak bandwidth | bound |", "|---|---|---:|---:|---:|---:|---:|---|"]
+        for n, p in roof:
+            pct = [("-" if p[k] is None else f"{100 * p[k]:.1f}")
+                   for k in ("compute_fraction", "bandwidth_fraction")]
+            lines.append(f"| {n} | {p['stage']} | {p['flops_per_s'] / 1e9:.1f} | "
+                         f"{p['bytes_per_s'] / 1e9:.1f} | {p['intensity']:.1f} | {pct[0]} | "
+                         f"{pct[1]} | {p['bound'] or 'n/a (no peak table for a CPU)'} |")
     micro = result.get("micro")
     if micro:
         lines += ["", "Micro-benchmarks (same process):", ""]

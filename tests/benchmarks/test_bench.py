@@ -37,6 +37,8 @@ def test_result_side_by_side(result: dict) -> None:
     assert result["backends"]["baseline"]["speedup_vs_baseline"] == 1.0
     assert result["backends"]["onnxruntime"]["derived_stages"] == ["prm_forward", "prm_backward"]
     assert result["agreement"]["reference"] == "torch"
+    roof = {p["stage"]: p for p in result["backends"]["onnxruntime"]["roofline"]}
+    assert roof["prm"]["flops_per_s"] > 0 and roof["prm"]["compute_fraction"] is None  # CPU
     assert result["machine"]["cores"] >= 1 and "numpy" in result["machine"]["libraries"]
     md = render_markdown(result)
     assert "| e2e p50 (ms) |" in md and "speed-up vs baseline" in md
