@@ -8,7 +8,7 @@ For each K, in one process and with the same thread count for torch and ONNX Run
   one forward + one backward per peak (the baseline of every ratio);
 * ``loop_1fwd``: the original code's literal variant, one forward and K backward passes with
   ``retain_graph=True`` (reported for reference only);
-* ``torch_batched``: ``peak_response_maps``, one forward of K copies + ONE batched backward;
+* ``torch_batched``: ``peak_response_maps``, one forward at batch 1 + ONE backward vmapped over K;
 * ``ort``: prm.onnx (k_max = K) on ONNX Runtime CPU; this timing also includes the forward's
   class scores and the in-graph peak finding, which the torch timings leave out.
 

@@ -53,11 +53,18 @@ def prm_conv_input_grad(
 class _PRMConv(torch.autograd.Function):
     """Conv2d whose forward is unchanged and whose input gradient follows the ``prm`` rule."""
 
+    # forward/setup_context split so vmap can batch the backward over K seeds
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, u, weight, bias, stride, padding, dilation, groups):  # noqa: D102
+    def forward(u, weight, bias, stride, padding, dilation, groups):  # noqa: D102
+        return F.conv2d(u, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: D102
+        u, weight, _, stride, padding, dilation, groups = inputs
         ctx.save_for_backward(u, weight)
         ctx.conf = (stride, padding, dilation, groups)
-        return F.conv2d(u, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: D102
@@ -118,9 +125,10 @@ def peak_response_maps(
 ) -> torch.Tensor:
     """Return R [K,H,W]: input gradients of K one-hot peak seeds, summed over colour, clamped >= 0.
 
-    ``x`` is one normalised image [1,3,H,W]; it is replicated K times and pushed through ONE
-    forward and ONE backward (classifier in eval mode, restored afterwards). Parameter gradients
-    are neither computed nor accumulated.
+    ``x`` is one normalised image [1,3,H,W]: ONE forward at batch 1, then ONE backward batched
+    over the K seeds (``is_grads_batched``: autograd's backward vmapped over the seeds), with
+    the classifier in eval mode (restored afterwards). Parameter gradients are neither
+    computed nor accumulated.
     """
     if rule not in RULES:
         raise ConfigError(f"unknown backprop rule {rule!r}; choose one of {', '.join(RULES)}")
@@ -135,16 +143,16 @@ def peak_response_maps(
     classifier.eval()
     try:
         with torch.enable_grad(), backprop_rule(classifier, rule):
-            xk = x.detach().expand(k, -1, -1, -1).clone().requires_grad_(True)
-            crm = classifier(xk)
+            xi = x.detach().clone().requires_grad_(True)
+            crm = classifier(xi)
             c, y, xx = idx.unbind(1)
             _, n_cls, hh, ww = crm.shape
             bound = torch.tensor([n_cls, hh, ww])
             if ((idx < 0) | (idx >= bound)).any():
                 raise ConfigError(f"peak outside the class response map [{n_cls},{hh},{ww}]")
-            seeds = torch.zeros_like(crm)
-            seeds[torch.arange(k), c, y, xx] = 1.0
-            (grad,) = torch.autograd.grad(crm, xk, grad_outputs=seeds)
+            seeds = crm.new_zeros((k, *crm.shape))
+            seeds[torch.arange(k), 0, c, y, xx] = 1.0
+            (grad,) = torch.autograd.grad(crm, xi, grad_outputs=seeds, is_grads_batched=True)
     finally:
         classifier.train(was_training)
-    return grad.sum(dim=1).clamp(min=0)
+    return grad[:, 0].sum(dim=1).clamp(min=0)
