@@ -224,7 +224,9 @@ def stage_roofline(export_dir: Path, ks: Sequence[int], stages_ms: dict[str, Any
 
     prm = combine(stage_costs(export_dir / "prm.onnx"), "prm_forward", "peaks", "prm_backward")
     costs = {"prm": prm}
-    seconds = {"prm": (stages_ms["prm_forward"]["mean"] + stages_ms["prm_backward"]["mean"]) / 1e3}
+    prm_ms = sum(stages_ms[s]["mean"] for s in ("prm_forward", "prm_backward", "prm")
+                 if s in stages_ms)
+    seconds = {"prm": prm_ms / 1e3}
     icn_k = [k for k in ks if k]
     if icn_k and "icn" in stages_ms:
         per_k = {k: stage_costs(export_dir / "icn.onnx", {"K": k})["icn"] for k in set(icn_k)}

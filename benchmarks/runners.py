@@ -4,7 +4,9 @@ Stage names (shared by every runner, in pipeline order): preprocess, prm_forward
 prm_backward, icn, proposals, binarise (binarise + contour + background), matcher (Eq. 5
 scores + arg-max), nms, postprocess (masks to image size). An exported ``prm.onnx`` computes
 forward, peaks and backward in one graph; its forward share is measured with a forward-only
-copy of the graph on the same input, and the backward is the rest (``derived`` stages).
+copy of the graph on the same input, and the backward is the rest (``derived`` stages);
+where no forward-only copy can be loaded (a TensorRT engine is built per graph), the whole
+graph is one ``prm`` stage.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from icnseg.postprocess import Stages, prepare_input, segment_stages
 from icnseg.proposals.types import Proposals
 from icnseg.settings import SegmentConfig
 
-STAGES = ("preprocess", "prm_forward", "prm_backward", "icn", "proposals", "binarise",
+STAGES = ("preprocess", "prm_forward", "prm_backward", "prm", "icn", "proposals", "binarise",
           "matcher", "nms", "postprocess")
 FORWARD_OUTPUTS = ("crm", "class_scores", "peaks", "count")
 
@@ -74,22 +76,23 @@ class BaselineRunner(TorchRunner):
 class ExportedRunner:
     """An export directory on a runtime backend (``icnseg.runtime.ExportedModel``)."""
 
-    derived = ("prm_forward", "prm_backward")
-
     def __init__(self, model: Any, cfg: SegmentConfig) -> None:
-        """Wrap a loaded ExportedModel; a forward-only copy of prm.onnx times the forward."""
-        import onnx.utils
-
-        from icnseg.runtime.backend import load_backend
-
+        """Wrap a loaded ExportedModel; on ONNX Runtime a forward-only prm graph is loaded too."""
         self.model, self.cfg, self.classes = model, cfg, model.classes
         self.name = (model.backend_name if model.device == "cpu"
                      else f"{model.backend_name}-{model.device}")
-        self._tmp = tempfile.TemporaryDirectory(prefix="icnseg-bench-")
-        forward = Path(self._tmp.name) / "prm_forward.onnx"
-        onnx.utils.extract_model(str(model.path / "prm.onnx"), str(forward), ["image"],
-                                 list(FORWARD_OUTPUTS))
-        self.forward = load_backend(model.backend_name, forward, model.device)
+        self.forward, self.derived = None, ()
+        if model.backend_name == "onnxruntime":
+            import onnx.utils
+
+            from icnseg.runtime.backend import load_backend
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="icnseg-bench-")
+            forward = Path(self._tmp.name) / "prm_forward.onnx"
+            onnx.utils.extract_model(str(model.path / "prm.onnx"), str(forward), ["image"],
+                                     list(FORWARD_OUTPUTS))
+            self.forward = load_backend(model.backend_name, forward, model.device)
+            self.derived = ("prm_forward", "prm_backward")
 
     def segment(self, image: np.ndarray, proposals: Proposals,
                 timer: StageTimer | None = None) -> tuple[list[Instance], Stages]:
@@ -97,8 +100,9 @@ class ExportedRunner:
         split = timer is not None
         timer = timer or StageTimer()
         stages = self.model.run_stages(image, self.cfg, timer)
-        prm = timer.seconds.pop("prm", None)
-        if split and prm is not None:
+        prm = timer.seconds.get("prm")
+        if split and prm is not None and self.forward is not None:
+            del timer.seconds["prm"]
             _, x = prepare_input(image, self.model.input_size, self.model.mean, self.model.std)
             t0 = time.perf_counter()
             self.forward.run({"image": x})
@@ -109,7 +113,8 @@ class ExportedRunner:
                               timer), stages
 
     def close(self) -> None:
-        """Release both graphs' sessions."""
-        self.forward.close()
+        """Release the sessions (and the forward-only copy)."""
+        if self.forward is not None:
+            self.forward.close()
+            self._tmp.cleanup()
         self.model.close()
-        self._tmp.cleanup()

@@ -85,13 +85,24 @@ def _load_for_backend(model_name: str, args: argparse.Namespace):
     return model, cfg, stages_segmenter(model, cfg, args.prm_panel)
 
 
+def _device_for(backend: str, device: str | None) -> str:
+    """The --device a backend runs on (its default when not given); ConfigError if it can't."""
+    if device is None:
+        return "cuda" if backend == "tensorrt" else "cpu"
+    if backend == "torch" and device != "cpu":
+        raise ConfigError(f"--device {device}: the torch backend runs on cpu here")
+    if backend == "tensorrt" and device != "cuda":
+        raise ConfigError(f"--device {device}: TensorRT engines run on cuda (or use "
+                          f"--backend onnxruntime --device {device})")
+    return device
+
+
 def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
     from icnseg.run import expand_inputs, make_sources, run_sources
 
     sources = make_sources(expand_inputs(inputs), getattr(args, "frames", None),
                            getattr(args, "every", 1))
-    if args.backend == "torch" and args.device != "cpu":
-        raise ConfigError(f"--device {args.device}: the torch backend runs on cpu here")
+    args.device = _device_for(args.backend, args.device)
     model, cfg, segment_fn = _load_for_backend(model_name, args)
     config = {
         "model": model.source,
@@ -189,15 +200,17 @@ def _add_segment_args(p: argparse.ArgumentParser, backend: str | None = "torch")
     p.add_argument(
         "--backend",
         default=backend,
-        choices=("torch", "onnxruntime"),
-        help="inference backend; onnxruntime runs an export directory without torch "
+        choices=("torch", "onnxruntime", "tensorrt"),
+        help="inference backend; onnxruntime and tensorrt (engines from icnseg build-engine) "
+        "run an export directory without torch "
         f"(default: {backend or 'torch if installed, else onnxruntime'})",
     )
     p.add_argument(
         "--device",
-        default="cpu",
+        default=None,
         choices=("cpu", "cuda", "tensorrt"),
-        help="cpu, or cuda / tensorrt (ONNX Runtime GPU execution providers) (default: cpu)",
+        help="cpu, or cuda / tensorrt (ONNX Runtime GPU execution providers) "
+        "(default: cuda for --backend tensorrt, else cpu)",
     )
     p.add_argument(
         "--proposals",
@@ -317,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="metrics file (default: PRED_DIR/metrics.json)")
     p.set_defaults(func=_cmd_eval)
 
-    from icnseg import cli_bench
+    from icnseg import cli_bench, cli_engine
 
+    cli_engine.add_parser(sub)
     cli_bench.add_parser(sub)
     return parser
 

@@ -94,7 +94,7 @@ def segment(
 ) -> list[Instance]:
     """Segment one RGB uint8 image with Algorithm 1; masks at the image's own size."""
     if backend != "torch":
-        if backend == "onnxruntime" and hasattr(model, "segment"):
+        if backend in ("onnxruntime", "tensorrt") and hasattr(model, "segment"):
             return model.segment(image_rgb_uint8, proposals=proposals, config=config)
         raise ConfigError(
             f"segment(): backend {backend!r} needs an exported model "

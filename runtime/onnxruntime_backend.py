@@ -1,14 +1,26 @@
-"""ONNX Runtime backend: CPU execution provider now; CUDA and TensorRT EPs chosen by device."""
+"""ONNX Runtime backend: CPU, CUDA and TensorRT execution providers, chosen by device.
+
+``run`` takes and returns host arrays. ``run_device`` uses IOBinding: inputs may be host
+arrays or ``DeviceArray`` views of earlier outputs, outputs are allocated by ORT on the
+device (CUDA for cuda/tensorrt, CPU for cpu) and returned as ``DeviceArray``s that own their
+OrtValue, so graphs chain on the GPU. The TensorRT EP gets its engine and timing caches under
+``<export dir>/cache/ort-trt`` (or the user cache folder when the export directory is
+read-only) and explicit profiles for dynamic K from the manifest, so a new peak count never
+triggers an engine rebuild.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from icnseg.errors import BackendUnavailable, InputError
+from icnseg.errors import BackendUnavailable, ConfigError, InputError
+from icnseg.runtime.backend import DeviceArray
 
 # device -> execution providers in priority order (CPU last as ORT's own fallback).
 PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -17,6 +29,10 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
 _EXTRA = {"cpu": "cpu", "cuda": "gpu", "tensorrt": "gpu"}
+_IO_DEVICE = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda"}  # where IOBinding puts outputs
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+           "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+           "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(bool)": np.bool_}
 
 
 def _ort():
@@ -44,6 +60,48 @@ def providers_for(device: str) -> list[str]:
     return [p for p in wanted if p in have]
 
 
+def trt_cache_dir(export_dir: Path) -> Path:
+    """``<export_dir>/cache/ort-trt`` if writable, else a per-export folder in the user cache."""
+    local = export_dir / "cache" / "ort-trt"
+    try:
+        local.mkdir(parents=True, exist_ok=True)
+        if os.access(local, os.W_OK):
+            return local
+    except OSError:
+        pass
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    tag = hashlib.sha256(str(export_dir.resolve()).encode()).hexdigest()[:12]
+    out = root / "icnseg" / "ort-trt" / tag
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _shape_list(profiles: Mapping[str, tuple], which: int) -> str:
+    """ORT's profile syntax: 'name:d0xd1x...,name2:...'."""
+    return ",".join(f"{n}:{'x'.join(str(d) for d in p[which])}" for n, p in profiles.items())
+
+
+def trt_provider_options(onnx_path: Path, precision: str | None = None) -> dict[str, Any]:
+    """TensorRT EP options: engine + timing caches, FP16, explicit profiles for dynamic K."""
+    from icnseg.export.engine import graph_input_shapes, profile_shapes
+    from icnseg.export.manifest import MANIFEST, read_manifest
+
+    cache = str(trt_cache_dir(onnx_path.parent))
+    opts: dict[str, Any] = {
+        "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+        "trt_fp16_enable": precision == "fp16",
+    }
+    role = onnx_path.stem
+    if (onnx_path.parent / MANIFEST).is_file() and role in ("prm", "icn"):
+        m = read_manifest(onnx_path.parent)
+        profiles = profile_shapes(graph_input_shapes(m, role), int(m["k_max"]), m["input_size"])
+        if profiles:
+            for i, key in enumerate(("min", "opt", "max")):
+                opts[f"trt_profile_{key}_shapes"] = _shape_list(profiles, i)
+    return opts
+
+
 class OnnxRuntimeBackend:
     """One ONNX model in an ``onnxruntime.InferenceSession``."""
 
@@ -54,12 +112,24 @@ class OnnxRuntimeBackend:
         self.session, self.device, self.path = session, device, path
         self.input_names = tuple(i.name for i in session.get_inputs())
         self.output_names = tuple(o.name for o in session.get_outputs())
+        self.io_device = _IO_DEVICE[device]
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> OnnxRuntimeBackend:
-        """Create a session for ``path`` on ``device`` (cpu | cuda | tensorrt)."""
+    def load(cls, path: str | os.PathLike, device: str = "cpu",
+             precision: str | None = None) -> OnnxRuntimeBackend:
+        """Create a session for ``path`` on ``device`` (cpu | cuda | tensorrt).
+
+        ``precision="fp16"`` applies to the TensorRT EP (device tensorrt) only.
+        """
+        if precision not in (None, "fp32", "fp16"):
+            raise ConfigError(f"precision {precision!r}: the onnxruntime backend runs fp32, "
+                              "or fp16 with --device tensorrt (INT8: use the tensorrt backend)")
+        if precision == "fp16" and device != "tensorrt":
+            raise ConfigError("precision fp16 with onnxruntime needs --device tensorrt")
         ort = _ort()
-        providers = providers_for(device)
+        providers: list[Any] = list(providers_for(device))
+        if providers[0] == "TensorrtExecutionProvider":
+            providers[0] = (providers[0], trt_provider_options(Path(path), precision))
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:
@@ -69,15 +139,57 @@ class OnnxRuntimeBackend:
             raise InputError(f"{path}: ONNX Runtime cannot load it ({msg})") from exc
         return cls(session, device, Path(path))
 
+    def _session(self):
+        """The live session, or InputError once closed."""
+        if self.session is None:
+            raise InputError(f"{self.path}: backend already closed")
+        return self.session
+
     def run(
         self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         """Run once on host arrays; return {name: array}."""
-        if self.session is None:
-            raise InputError(f"{self.path}: backend already closed")
+        session = self._session()
         names = list(outputs or self.output_names)
-        values = self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        values = session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
         return dict(zip(names, values, strict=True))
+
+    def run_device(
+        self, feeds: Mapping[str, np.ndarray | DeviceArray], outputs: Sequence[str] | None = None
+    ) -> dict[str, DeviceArray]:
+        """Run once with IOBinding; outputs stay on this backend's device as DeviceArrays."""
+        session = self._session()
+        names = list(outputs or self.output_names)
+        binding = session.io_binding()
+        keep = []  # host inputs must outlive the run
+        for name, value in feeds.items():
+            if isinstance(value, DeviceArray):
+                if value.device != self.io_device:
+                    raise InputError(f"{self.path}: input {name} is on {value.device}, this "
+                                     f"session binds {self.io_device}")
+                binding.bind_input(name, value.device, 0, np.dtype(value.dtype).type,
+                                   list(value.shape), value.ptr)
+            else:
+                keep.append(np.ascontiguousarray(value))
+                binding.bind_cpu_input(name, keep[-1])
+        for name in names:
+            binding.bind_output(name, self.io_device, 0)
+        try:
+            session.run_with_iobinding(binding)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{self.path}: ONNX Runtime run failed ({msg})") from exc
+        values = binding.get_outputs()
+        return {name: DeviceArray(int(v.data_ptr()), tuple(int(d) for d in v.shape()),
+                                  np.dtype(_DTYPES[v.data_type()]), self.io_device, owner=v)
+                for name, v in zip(names, values, strict=True)}
+
+    def to_host(self, array: DeviceArray) -> np.ndarray:
+        """Copy a ``run_device`` output (or a view of one) to a new host array."""
+        if not hasattr(array.owner, "numpy"):
+            raise InputError(f"{self.path}: to_host needs an array returned by run_device")
+        flat = np.asarray(array.owner.numpy()).reshape(-1)
+        return np.array(flat[: array.size].reshape(array.shape), dtype=array.dtype, copy=True)
 
     def close(self) -> None:
         """Drop the session."""
