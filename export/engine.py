@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,31 @@ def _set_dla(trt: Any, builder: Any, config: Any, dla_core: int) -> None:
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
 
+# Layers of the prm rule's 1/|Z| chain (export/backward.py names them n/<op>.<suffix>): their
+# values reach 1/1e-10, far past FP16's 65504, so reduced-precision builds keep them in FP32.
+FP32_LAYER = re.compile(r"\.(absz|den|invz|zlow|gz|gback)(?:[._/:]|$)")
+
+
+def fp32_layers(names: Sequence[str]) -> list[str]:
+    """The layer names a FP16/INT8 build must keep in FP32 (the prm rule's 1/|Z| chain)."""
+    return [n for n in names if FP32_LAYER.search(n)]
+
+
+def _pin_fp32(trt: Any, network: Any, config: Any) -> int:
+    """Constrain the 1/|Z| layers to FP32 (obeyed by the builder); returns how many."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    pinned = set(fp32_layers([layer.name for layer in layers]))
+    for layer in layers:
+        if layer.name in pinned:
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                if layer.get_output(j).dtype in (trt.float32, trt.float16):
+                    layer.set_output_type(j, trt.float32)
+    if pinned:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    return len(pinned)
+
+
 def _timing_cache(config: Any, path: Path | None) -> Any:
     """Create the builder's timing cache from ``path`` (an unreadable one starts empty)."""
     data = b""
@@ -185,6 +211,7 @@ def onnx_to_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
         _add_profiles(trt, builder, config, profiles, precision == "int8")
         if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
+            _pin_fp32(trt, network, config)
         if precision == "int8":
             shapes = {n: (profiles[n][1] if n in profiles else s) for n, s in inputs.items()}
             k = shapes["prm"][0] if "prm" in shapes else 1

@@ -228,3 +228,22 @@ def test_cli_prints_built_then_reused(export, monkeypatch, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "reused prm.onnx" in out and "reused icn.onnx" in out and "building" not in out
+
+
+def test_fp32_layers_are_the_prm_rule_reciprocal_chain() -> None:
+    import onnx
+
+    from icnseg.export.engine import fp32_layers
+    from icnseg.model import ASSETS
+
+    graph = onnx.load(str(ASSETS / "export" / "prm.onnx")).graph
+    names = [n.name for n in graph.node]
+    pinned = set(fp32_layers(names))
+    recip = [n for n in graph.node if n.op_type == "Reciprocal"]
+    assert recip and all(n.name in pinned for n in recip)
+    # everything fed by a Reciprocal up to the conv transposes is pinned; the forward is not
+    assert not any(n.op_type in ("Relu", "MaxPool") for n in graph.node if n.name in pinned)
+    convs = [n for n in graph.node if n.op_type == "Conv" and n.name.endswith(".z")]
+    assert convs and not any(c.name in pinned for c in convs)
+    assert fp32_layers(["n/layer1.0.conv1.invz_3", "n/x.gback/ConvTranspose", "n/x.grad"]) == [
+        "n/layer1.0.conv1.invz_3", "n/x.gback/ConvTranspose"]
