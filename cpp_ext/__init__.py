@@ -1,1 +1,2 @@
-"""CUDA C++ kernels for matching and NMS, loaded as a fatbin or compiled with pycuda."""
+"""CUDA C++ kernels (bit-packing, Eq. 5 scores, morphology, superpixel sums, NMS), loaded by
+icnseg.runtime.cuda_launch as fatbins or compiled with pycuda."""

@@ -1,21 +1,9 @@
-// icnseg matcher kernels: bit-packed masks, Eq. 5 ("icn") score matrix, row arg-max,
-// pairwise popcount IoU and per-sample min-max binarisation.
-//
-// Layout (same as icnseg.proposals.types.pack_masks): a mask of H*W pixels is W32 =
-// ceil(H*W / 32) uint32 words; pixel p = y*W + x is bit p % 32 (value 1u << (p % 32)) of
-// word p / 32; bits past H*W in the last word are 0. All arrays are C-contiguous.
-//
-// Every kernel is a plain extern "C" __global__ function launched from Python (pycuda);
-// all loops are grid-stride, so any grid size >= 1 is correct, and the sizes below are only
-// the recommended ones. Kernels that use warps need blockDim.x to be a multiple of 32.
-//
-// Greedy mask NMS stays on the host: it is sequential by nature (whether mask i is kept
-// depends on every decision before it in score order), while the expensive part, the
-// pairwise IoU matrix, is computed here by pairwise_iou_kernel.
+// icnseg matcher kernels: bit-packing, Eq. 5 ("icn") score matrix over packed proposals,
+// row arg-max, per-row popcount, pairwise popcount IoU and per-sample min-max binarisation.
+// Layout and launch conventions: common.cuh. The sizes below are only the recommended ones;
+// kernels that use warps need blockDim.x to be a multiple of 32.
 
 #include "common.cuh"
-
-#include <math_constants.h>
 
 // (a) uint8 masks [N, HW] (0 = off, anything else = on) -> packed uint32 [N, W32].
 // One thread per output word. Recommended: block 256, grid ceil(N*W32 / 256) (capped).
@@ -41,7 +29,7 @@ extern "C" __global__ void pack_masks_kernel(const uint8_t* __restrict__ masks,
     }
 }
 
-// (b) Eq. 5 "icn" scores [K, N]:
+// (b) Eq. 5 "icn" scores double [K, N] (icn_eq5 in common.cuh, bit-identical to numpy):
 //   S[k, n] = alpha * |V_k & P_n| / |P_n| + beta * |E_k & P_n| / |E_k|
 //             - gamma * |B_k & P_n| / |P_n|
 // with a term 0 when its denominator is 0 (empty proposal or empty contour).
@@ -53,9 +41,9 @@ extern "C" __global__ void match_scores_kernel(const uint32_t* __restrict__ v,
                                                const uint32_t* __restrict__ b,
                                                const uint32_t* __restrict__ props,
                                                const int* __restrict__ areas,
-                                               float* __restrict__ scores,
+                                               double* __restrict__ scores,
                                                int k, int n, int w32,
-                                               float alpha, float beta, float gamma) {
+                                               double alpha, double beta, double gamma) {
     const long long pairs = (long long)k * n;
     const int lane = icn_lane();
     for (long long pair = icn_global_warp(); pair < pairs; pair += icn_warp_count()) {
@@ -79,36 +67,29 @@ extern "C" __global__ void match_scores_kernel(const uint32_t* __restrict__ v,
         bp = icn_warp_sum(bp);
         et = icn_warp_sum(et);
         if (lane == 0) {
-            const int area = areas[ni];
-            float s = 0.0f;
-            if (area > 0) {
-                s += alpha * ((float)vp / (float)area) - gamma * ((float)bp / (float)area);
-            }
-            if (et > 0u) {
-                s += beta * ((float)ep / (float)et);
-            }
-            scores[pair] = s;
+            scores[pair] = icn_eq5((double)vp, (double)ep, (double)bp, (double)areas[ni],
+                                   (double)et, alpha, beta, gamma);
         }
     }
 }
 
-// (c) Arg-max of every row of scores [K, N] -> index int32 [K], value float [K].
-// NaN counts as -inf; ties go to the lowest index (numpy argmax); a row whose best value is
-// not finite (or N == 0) gives index -1 and value -inf (icnseg.matching.best_proposals).
-// One warp per row. Recommended: block 256 (8 rows), grid ceil(K / 8) (capped).
-extern "C" __global__ void argmax_kernel(const float* __restrict__ scores,
-                                         int* __restrict__ index,
-                                         float* __restrict__ value,
-                                         int k, int n) {
+// Arg-max of the rows of scores [K, N] (one warp per row): NaN counts as -inf; ties go to the
+// lowest index (numpy argmax); a row whose best value is not finite (or N == 0) gives index -1
+// and value -inf (icnseg.matching.best_proposals).
+template <typename T>
+__device__ __forceinline__ void icn_argmax_rows(const T* __restrict__ scores,
+                                                int* __restrict__ index,
+                                                T* __restrict__ value, int k, int n) {
+    const T neg_inf = -(T)CUDART_INF;
     const int lane = icn_lane();
     for (long long row = icn_global_warp(); row < k; row += icn_warp_count()) {
-        const float* r = scores + row * (long long)n;
-        float best = -CUDART_INF_F;
+        const T* r = scores + row * (long long)n;
+        T best = neg_inf;
         int best_i = 0x7fffffff;  // "none yet": any index, even of -inf, beats it on a tie
         for (int j = lane; j < n; j += ICN_WARP) {
-            float s = r[j];
+            T s = r[j];
             if (isnan(s)) {
-                s = -CUDART_INF_F;
+                s = neg_inf;
             }
             if (s > best || (s == best && j < best_i)) {
                 best = s;
@@ -116,7 +97,7 @@ extern "C" __global__ void argmax_kernel(const float* __restrict__ scores,
             }
         }
         for (int off = ICN_WARP / 2; off > 0; off >>= 1) {
-            const float ob = __shfl_xor_sync(ICN_FULL_MASK, best, off);
+            const T ob = __shfl_xor_sync(ICN_FULL_MASK, best, off);
             const int oi = __shfl_xor_sync(ICN_FULL_MASK, best_i, off);
             if (ob > best || (ob == best && oi < best_i)) {
                 best = ob;
@@ -126,7 +107,42 @@ extern "C" __global__ void argmax_kernel(const float* __restrict__ scores,
         if (lane == 0) {
             const bool ok = best_i != 0x7fffffff && isfinite(best);
             index[row] = ok ? best_i : -1;
-            value[row] = ok ? best : -CUDART_INF_F;
+            value[row] = ok ? best : neg_inf;
+        }
+    }
+}
+
+// (c) Row arg-max of float [K, N] -> index int32 [K], value float [K] (see icn_argmax_rows).
+// Recommended: block 256 (8 rows), grid ceil(K / 8) (capped).
+extern "C" __global__ void argmax_kernel(const float* __restrict__ scores,
+                                         int* __restrict__ index,
+                                         float* __restrict__ value,
+                                         int k, int n) {
+    icn_argmax_rows<float>(scores, index, value, k, n);
+}
+
+// (c') The same for double [K, N] (the scores of match_scores_kernel) -> value double [K].
+extern "C" __global__ void argmax_f64_kernel(const double* __restrict__ scores,
+                                             int* __restrict__ index,
+                                             double* __restrict__ value,
+                                             int k, int n) {
+    icn_argmax_rows<double>(scores, index, value, k, n);
+}
+
+// (c'') Set bits of every packed row [M, W32] -> int32 [M] (mask areas |P_n|, |E_k|).
+// One warp per row. Recommended: block 256 (8 rows), grid ceil(M / 8) (capped).
+extern "C" __global__ void popcount_rows_kernel(const uint32_t* __restrict__ packed,
+                                                int* __restrict__ out, int m, int w32) {
+    const int lane = icn_lane();
+    for (long long row = icn_global_warp(); row < m; row += icn_warp_count()) {
+        const uint32_t* r = packed + row * w32;
+        unsigned int c = 0u;
+        for (int w = lane; w < w32; w += ICN_WARP) {
+            c += __popc(r[w]);
+        }
+        c = icn_warp_sum(c);
+        if (lane == 0) {
+            out[row] = (int)c;
         }
     }
 }
@@ -156,21 +172,28 @@ extern "C" __global__ void pairwise_iou_kernel(const uint32_t* __restrict__ pack
     }
 }
 
-// (e) Per-sample min-max normalisation of maps float [K, HW] and threshold:
-//   out[k, p] = ((x - min_k) / max(max_k - min_k, 1e-12) >= t)  as uint8 0/1
-// (icnseg.postprocess.minmax then ">= t"; a constant map normalises to 0).
+// (e) Binarise maps float [K, HW] as uint8 0/1. normalize != 0: per-sample min-max first,
+//   out[k, p] = ((x - min_k) / max(max_k - min_k, 1e-12) >= t)
+// (icnseg.postprocess.minmax then ">= t"; a constant map normalises to 0); normalize == 0:
+// out = (x >= t) (an ICN output in [0, 1], icnseg.postprocess.binary_maps).
 // One block per sample (grid-stride over samples); blockDim.x must be a power of two
 // between 32 and 1024 and the launch needs 2 * blockDim.x * sizeof(float) dynamic shared
 // memory. Recommended: block 256, grid min(K, 65535), shared 2048 bytes.
 extern "C" __global__ void minmax_binarize_kernel(const float* __restrict__ maps,
                                                   uint8_t* __restrict__ out,
-                                                  int k, int hw, float t) {
-    extern __shared__ float icn_smem[];
-    float* s_lo = icn_smem;
-    float* s_hi = icn_smem + blockDim.x;
+                                                  int k, int hw, float t, int normalize) {
+    ICN_DYNAMIC_SHARED(float, icn_minmax_smem);
+    float* s_lo = icn_minmax_smem;
+    float* s_hi = icn_minmax_smem + blockDim.x;
     for (long long row = blockIdx.x; row < k; row += gridDim.x) {
         const float* x = maps + row * (long long)hw;
         uint8_t* o = out + row * (long long)hw;
+        if (!normalize) {
+            for (int p = threadIdx.x; p < hw; p += blockDim.x) {
+                o[p] = x[p] >= t ? 1 : 0;
+            }
+            continue;
+        }
         float lo = CUDART_INF_F, hi = -CUDART_INF_F;
         for (int p = threadIdx.x; p < hw; p += blockDim.x) {
             lo = fminf(lo, x[p]);
@@ -190,7 +213,7 @@ extern "C" __global__ void minmax_binarize_kernel(const float* __restrict__ maps
         const float span = fmaxf(s_hi[0] - lo, 1e-12f);
         __syncthreads();  // everyone has read s_lo/s_hi before the next row overwrites them
         for (int p = threadIdx.x; p < hw; p += blockDim.x) {
-            o[p] = ((x[p] - lo) / span >= t) ? 1 : 0;
+            o[p] = (__fdiv_rn(x[p] - lo, span) >= t) ? 1 : 0;
         }
     }
 }

@@ -73,9 +73,11 @@ def prepare_input(
 
 def minmax(maps: np.ndarray) -> np.ndarray:
     """Scale each map of a stack [K, H, W] to [0, 1] (constant maps become 0)."""
+    if maps.size == 0:
+        return np.zeros(maps.shape, np.float32)
     flat = maps.reshape(len(maps), -1)
-    lo = flat.min(1, keepdims=True) if flat.size else flat
-    hi = flat.max(1, keepdims=True) if flat.size else flat
+    lo = flat.min(1, keepdims=True)
+    hi = flat.max(1, keepdims=True)
     return ((flat - lo) / np.maximum(hi - lo, 1e-12)).reshape(maps.shape).astype(np.float32)
 
 

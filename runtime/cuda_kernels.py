@@ -1,185 +1,143 @@
-"""pycuda launchers for the matcher kernels in ``cpp_ext/matcher.cu`` (device arrays in/out).
+"""pycuda launchers for the mask kernels of ``cpp_ext/matcher.cu`` and ``cpp_ext/morph.cu``.
 
-Importing this module imports nothing from pycuda; the first kernel call does. The kernels
-come from ``cpp_ext/matcher.fatbin`` when it exists and is newer than the sources (built by
-``cpp_ext/CMakeLists.txt``), else ``matcher.cu`` is compiled by pycuda (which caches it).
-Inputs and outputs are C-contiguous ``pycuda.gpuarray.GPUArray``s in the current CUDA context
-(one is created with ``pycuda.autoinit`` when there is none). Greedy NMS stays on the host
-(``icnseg.nms``): it is sequential; only its IoU matrix comes from here.
+Device arrays in and out (``icnseg.runtime.cuda_launch`` loads the kernels); every launcher
+queues its kernels on ``stream`` (None = the default stream) and returns without waiting.
+``out=`` writes into a given contiguous device array (e.g. a row slice of a bigger buffer);
+``scratch=`` (a list) receives temporaries that must outlive the queued kernels, so that
+freeing them, which would synchronise, waits until the caller has synchronised.
+Numpy references: ``icnseg.proposals.types.pack_masks``, ``icnseg.matching`` (contour,
+background_template, match_scores, best_proposals), ``icnseg.nms.mask_iou`` and
+``icnseg.postprocess.minmax``. NMS and the superpixel path: ``cuda_nms``, ``cuda_superpixel``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from icnseg.errors import BackendUnavailable, IcnsegError, InputError
+from icnseg.errors import InputError
+from icnseg.runtime import cuda_launch as cl
+from icnseg.runtime.cuda_launch import check_cuda
 
-__all__ = ["argmax_rows", "match_scores", "minmax_binarize", "pack_masks", "pairwise_iou"]
-
-_SRC_DIR = Path(__file__).resolve().parent.parent / "cpp_ext"
-_SOURCES = (_SRC_DIR / "matcher.cu", _SRC_DIR / "common.cuh")
-_FATBIN = _SRC_DIR / "matcher.fatbin"
-_BLOCK = 256  # threads per block for every kernel (8 warps)
-_WARPS = _BLOCK // 32
-_MAX_GRID = 1 << 16  # kernels are grid-stride, so capping the grid is always correct
-_INSTALL = "pycuda is not installed: pip install 'icnseg[gpu]' for the CUDA matcher"
-_loaded: dict[str, Any] = {}  # "ctx": handle of the context the module was loaded in, "module": it
+__all__ = ["argmax_rows", "background", "check_cuda", "contour", "match_scores",
+           "minmax_binarize", "pack_masks", "pairwise_iou", "popcount_rows"]
 
 
-@contextlib.contextmanager
-def check_cuda(what: str, unavailable: bool = False) -> Iterator[None]:
-    """The one chokepoint: pycuda/driver errors become BackendUnavailable or IcnsegError."""
-    try:
-        yield
-    except IcnsegError:
-        raise
-    except ImportError as exc:
-        raise BackendUnavailable(f"{_INSTALL} ({exc})") from exc
-    except Exception as exc:
-        if not type(exc).__module__.startswith("pycuda"):
-            raise
-        kind = BackendUnavailable if unavailable else IcnsegError
-        raise kind(f"CUDA error while {what}: {type(exc).__name__}: {exc}".strip()) from exc
-
-
-def _drv() -> Any:
-    """Import pycuda.driver, initialise CUDA and make sure a context is current."""
-    with check_cuda("initialising CUDA", unavailable=True):
-        drv = importlib.import_module("pycuda.driver")
-        drv.init()
-        if drv.Device.count() == 0:
-            raise BackendUnavailable("no CUDA device found")
-        if drv.Context.get_current() is None:
-            importlib.import_module("pycuda.autoinit")
-        return drv
-
-
-def _module() -> Any:
-    """The loaded kernel module for the current context (fatbin if fresh, else compiled)."""
-    drv = _drv()
-    ctx = drv.Context.get_current().handle
-    if _loaded.get("ctx") == ctx:
-        return _loaded["module"]
-    sources = [p.stat().st_mtime for p in _SOURCES if p.is_file()]
-    fresh = _FATBIN.is_file() and all(_FATBIN.stat().st_mtime >= t for t in sources)
-    if not fresh and not _SOURCES[0].is_file():
-        raise BackendUnavailable(f"neither {_FATBIN} nor {_SOURCES[0]} is installed")
-    with check_cuda("loading the matcher kernels", unavailable=True):
-        if fresh:
-            module = drv.module_from_file(str(_FATBIN))
-        else:
-            compiler = importlib.import_module("pycuda.compiler")
-            module = compiler.SourceModule(_SOURCES[0].read_text(), no_extern_c=True,
-                                           include_dirs=[str(_SRC_DIR)], options=["-O3"])
-    _loaded.update(ctx=ctx, module=module)
-    return module
-
-
-def _gpuarray() -> Any:
-    """pycuda.gpuarray, imported lazily."""
-    with check_cuda("importing pycuda.gpuarray", unavailable=True):
-        return importlib.import_module("pycuda.gpuarray")
-
-
-def _check(arr: Any, name: str, ndim: int, dtypes: tuple[type, ...]) -> None:
-    """Validate rank, dtype and contiguity of a device array argument."""
-    if not hasattr(arr, "gpudata"):
-        raise InputError(f"{name} must be a pycuda GPUArray, got {type(arr).__name__}")
-    if len(arr.shape) != ndim or arr.dtype not in [np.dtype(d) for d in dtypes]:
-        raise InputError(f"{name} must be {ndim}-D {'/'.join(np.dtype(d).name for d in dtypes)}"
-                         f", got shape {arr.shape} {arr.dtype}")
-    if not arr.flags.c_contiguous:
-        raise InputError(f"{name} must be C-contiguous")
-
-
-def _grid(units: int, per_block: int) -> tuple[int, int, int]:
-    """Blocks for ``units`` work items at ``per_block`` items per block, capped."""
-    return (max(1, min(_MAX_GRID, -(-units // per_block))), 1, 1)
-
-
-def _launch(name: str, units: int, per_block: int, *args: Any, shared: int = 0,
-            stream: Any = None) -> None:
-    """Launch kernel ``name`` with ``_BLOCK`` threads per block through the chokepoint."""
-    fn = _module().get_function(name)
-    with check_cuda(f"running {name}"):
-        fn(*args, block=(_BLOCK, 1, 1), grid=_grid(units, per_block), shared=shared,
-           stream=stream)
-
-
-def pack_masks(masks: Any, stream: Any = None) -> Any:
+def pack_masks(masks: Any, out: Any = None, stream: Any = None) -> Any:
     """Bit-pack bool/uint8 masks [N, H, W] on device into uint32 [N, ceil(H*W/32)]."""
-    _check(masks, "masks", 3, (np.bool_, np.uint8))
-    gpuarray = _gpuarray()
+    cl.check(masks, "masks", 3, (np.bool_, np.uint8))
     n, hw = int(masks.shape[0]), int(masks.shape[1]) * int(masks.shape[2])
     w32 = -(-hw // 32)
-    out = gpuarray.empty((n, w32), np.uint32)
+    out = cl.output(out, "out", (n, w32), np.uint32)
     if n * w32:
-        _launch("pack_masks_kernel", n * w32, _BLOCK, masks.gpudata, out.gpudata,
-                np.int32(n), np.int32(hw), np.int32(w32), stream=stream)
+        cl.launch("pack_masks_kernel", cl.blocks(n * w32, cl.BLOCK), cl.ptr(masks), cl.ptr(out),
+                  n, hw, w32, stream=stream)
     return out
 
 
 def match_scores(v: Any, e: Any, b: Any, proposals: Any, areas: Any, alpha: float,
-                 beta: float, gamma: float, stream: Any = None) -> Any:
-    """Eq. 5 "icn" scores float32 [K, N] from packed V, E, B [K, W32], proposals [N, W32]
-    and proposal areas int32 [N] (see ``icnseg.matching.match_scores``)."""
+                 beta: float, gamma: float, out: Any = None, stream: Any = None) -> Any:
+    """Eq. 5 "icn" scores float64 [K, N] from packed V, E, B [K, W32], proposals [N, W32]
+    and proposal areas int32 [N]; bit-identical to ``icnseg.matching.match_scores``."""
     for arr, name in ((v, "V"), (e, "E"), (b, "B"), (proposals, "proposals")):
-        _check(arr, name, 2, (np.uint32,))
-    _check(areas, "areas", 1, (np.int32,))
+        cl.check(arr, name, 2, (np.uint32,))
+    cl.check(areas, "areas", 1, (np.int32,))
     k, w32, n = int(v.shape[0]), int(v.shape[1]), int(proposals.shape[0])
     if e.shape != v.shape or b.shape != v.shape or proposals.shape[1] != w32:
         raise InputError(f"packed shapes differ: V {v.shape}, E {e.shape}, B {b.shape}, "
                          f"proposals {proposals.shape}")
     if areas.shape[0] != n:
         raise InputError(f"{areas.shape[0]} areas for {n} proposals")
-    out = _gpuarray().empty((k, n), np.float32)
+    out = cl.output(out, "out", (k, n), np.float64)
     if k * n:
-        _launch("match_scores_kernel", k * n, _WARPS, v.gpudata, e.gpudata, b.gpudata,
-                proposals.gpudata, areas.gpudata, out.gpudata, np.int32(k), np.int32(n),
-                np.int32(w32), np.float32(alpha), np.float32(beta), np.float32(gamma),
-                stream=stream)
+        cl.launch("match_scores_kernel", cl.blocks(k * n, cl.WARPS), cl.ptr(v), cl.ptr(e),
+                  cl.ptr(b), cl.ptr(proposals), cl.ptr(areas), cl.ptr(out), k, n, w32,
+                  float(alpha), float(beta), float(gamma), stream=stream)
     return out
 
 
 def argmax_rows(scores: Any, stream: Any = None) -> tuple[Any, Any]:
-    """Per-row arg-max of float32 [K, N]: (index int32 [K], value float32 [K]); -1/-inf for
-    rows without a finite maximum or when N == 0 (``icnseg.matching.best_proposals``)."""
-    _check(scores, "scores", 2, (np.float32,))
-    gpuarray = _gpuarray()
+    """Per-row arg-max of float32/float64 [K, N]: (index int32 [K], value [K] same dtype);
+    -1/-inf for rows without a finite maximum or when N == 0 (``best_proposals``)."""
+    cl.check(scores, "scores", 2, (np.float32, np.float64))
     k, n = int(scores.shape[0]), int(scores.shape[1])
     if n == 0:
-        return (gpuarray.to_gpu(np.full(k, -1, np.int32)),
-                gpuarray.to_gpu(np.full(k, -np.inf, np.float32)))
-    index, value = gpuarray.empty(k, np.int32), gpuarray.empty(k, np.float32)
+        return (cl.upload(np.full(k, -1, np.int32), stream),
+                cl.upload(np.full(k, -np.inf, scores.dtype), stream))
+    index, value = cl.empty((k,), np.int32), cl.empty((k,), scores.dtype)
+    name = "argmax_f64_kernel" if scores.dtype == np.float64 else "argmax_kernel"
     if k:
-        _launch("argmax_kernel", k, _WARPS, scores.gpudata, index.gpudata, value.gpudata,
-                np.int32(k), np.int32(n), stream=stream)
+        cl.launch(name, cl.blocks(k, cl.WARPS), cl.ptr(scores), cl.ptr(index), cl.ptr(value),
+                  k, n, stream=stream)
     return index, value
+
+
+def popcount_rows(packed: Any, out: Any = None, stream: Any = None) -> Any:
+    """Set bits of every packed row uint32 [M, W32] -> int32 [M] (mask areas)."""
+    cl.check(packed, "packed", 2, (np.uint32,))
+    m, w32 = int(packed.shape[0]), int(packed.shape[1])
+    out = cl.output(out, "out", (m,), np.int32)
+    if m:
+        cl.launch("popcount_rows_kernel", cl.blocks(m, cl.WARPS), cl.ptr(packed), cl.ptr(out),
+                  m, w32, stream=stream)
+    return out
 
 
 def pairwise_iou(packed: Any, stream: Any = None) -> Any:
     """IoU of every pair of packed masks uint32 [M, W32] -> float32 [M, M] (empty pair: 0)."""
-    _check(packed, "packed", 2, (np.uint32,))
+    cl.check(packed, "packed", 2, (np.uint32,))
     m, w32 = int(packed.shape[0]), int(packed.shape[1])
-    out = _gpuarray().empty((m, m), np.float32)
+    out = cl.empty((m, m), np.float32)
     if m:
-        _launch("pairwise_iou_kernel", m * m, _WARPS, packed.gpudata, out.gpudata,
-                np.int32(m), np.int32(w32), stream=stream)
+        cl.launch("pairwise_iou_kernel", cl.blocks(m * m, cl.WARPS), cl.ptr(packed),
+                  cl.ptr(out), m, w32, stream=stream)
     return out
 
 
-def minmax_binarize(maps: Any, threshold: float, stream: Any = None) -> Any:
-    """Per-sample min-max normalise float32 maps [K, H, W] and return uint8 (x >= t)."""
-    _check(maps, "maps", 3, (np.float32,))
+def minmax_binarize(maps: Any, threshold: float, normalize: bool = True, out: Any = None,
+                    stream: Any = None) -> Any:
+    """uint8 0/1 [K, H, W] of float32 maps [K, H, W]: ``minmax(maps) >= t`` per sample, or
+    ``maps >= t`` with ``normalize=False`` (``icnseg.postprocess.binary_maps``)."""
+    cl.check(maps, "maps", 3, (np.float32,))
     k, hw = int(maps.shape[0]), int(maps.shape[1]) * int(maps.shape[2])
-    out = _gpuarray().empty(maps.shape, np.uint8)
+    out = cl.output(out, "out", tuple(maps.shape), np.uint8)
     if k and hw:
-        _launch("minmax_binarize_kernel", k, 1, maps.gpudata, out.gpudata, np.int32(k),
-                np.int32(hw), np.float32(threshold), shared=2 * _BLOCK * 4, stream=stream)
+        cl.launch("minmax_binarize_kernel", cl.blocks(k, 1), cl.ptr(maps), cl.ptr(out), k, hw,
+                  float(np.float32(threshold)), int(bool(normalize)), shared=2 * cl.BLOCK * 4,
+                  stream=stream)
     return out
+
+
+def _morph(masks: Any, radius: int, mode: int, out: Any, stream: Any,
+           scratch: list | None) -> Any:
+    """Separable (2r+1)^2 window pass: rows into a temporary, then columns into ``out``."""
+    cl.check(masks, "masks", 3, (np.bool_, np.uint8))
+    if int(radius) < 0:
+        raise InputError(f"the window radius must be >= 0, got {radius}")
+    k, h, w = (int(s) for s in masks.shape)
+    out = cl.output(out, "out", (k, h, w), np.uint8)
+    total = k * h * w
+    if total:
+        tmp = cl.empty((k, h, w), np.uint8)
+        grid = cl.blocks(total, cl.BLOCK)
+        cl.launch("morph_rows_kernel", grid, cl.ptr(masks), cl.ptr(tmp), k, h, w, int(radius),
+                  stream=stream)
+        cl.launch("morph_cols_kernel", grid, cl.ptr(tmp), cl.ptr(out), k, h, w, int(radius),
+                  mode, stream=stream)
+        cl.keep(scratch, tmp)
+    return out
+
+
+def contour(masks: Any, width: int = 1, out: Any = None, stream: Any = None,
+            scratch: list | None = None) -> Any:
+    """E(V) = dilate(V) XOR erode(V), (2w+1)^2 square, outside ignored: uint8 0/1 [K, H, W]
+    (``icnseg.matching.contour``)."""
+    return _morph(masks, width, 0, out, stream, scratch)
+
+
+def background(masks: Any, radius: int = 5, out: Any = None, stream: Any = None,
+               scratch: list | None = None) -> Any:
+    """B(V) = NOT dilate(V, (2r+1)^2 square): uint8 0/1 [K, H, W] (``background_template``
+    with ``background="dilate"``)."""
+    return _morph(masks, radius, 1, out, stream, scratch)

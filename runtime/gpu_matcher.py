@@ -1,0 +1,178 @@
+"""The matching stage of Algorithm 1 on the GPU, with one synchronisation per image.
+
+enhanced maps (device float32 [K, H, W]) -> binarise (min-max first for raw PRMs) -> contour
+E(V) and "dilate" background B(V) -> bit-pack -> Eq. 5 "icn" scores [K, N] (popcount over
+packed proposals, or superpixel sums when the proposals are unions of superpixels) -> arg-max
+-> instance scores -> class-aware greedy mask NMS (popcount IoU). Every kernel is queued on one
+stream; the host waits once, for the small results. The outputs equal what
+``icnseg.postprocess.select_instances`` computes with numpy (``DeviceMatch``); scores are
+computed in double from exact pixel counts, so they are bit-identical, not just close.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from icnseg.errors import ConfigError, InputError
+from icnseg.matching import MatchConfig
+from icnseg.proposals.types import Proposals
+from icnseg.runtime import cuda_kernels as ck
+from icnseg.runtime import cuda_launch as cl
+from icnseg.runtime import cuda_nms, cuda_superpixel
+from icnseg.settings import SegmentConfig
+
+__all__ = ["DeviceMatch", "DeviceProposals", "check_supported", "match_instances",
+           "upload_proposals"]
+
+_pinned = threading.local()  # per thread: page-locked download buffers, reused across calls
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceProposals:
+    """One image's proposals on the device: packed masks and areas (+ superpixel factors)."""
+
+    packed: Any  # uint32 [N, ceil(H*W/32)], the layout of Proposals.packed()
+    areas: Any  # int32 [N] pixel counts
+    shape: tuple[int, int]  # (H, W)
+    labels: Any = None  # int32 [H, W] superpixel labels, or None
+    membership: Any = None  # uint8 [N, S], or None
+
+    def __len__(self) -> int:
+        return int(self.packed.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceMatch:
+    """Host results of ``match_instances`` (the numbers select_instances builds on)."""
+
+    index: np.ndarray  # int64 [K]: best proposal of each instance, -1 when none
+    quality: np.ndarray  # float64 [K]: its Eq. 5 score, -inf when none
+    score: np.ndarray  # float64 [K]: class confidence x clip(quality, 0, 1)
+    kept: np.ndarray  # int64 [M]: instances kept by NMS, highest score first
+
+
+def check_supported(cfg: MatchConfig) -> None:
+    """ConfigError unless the device chain implements ``cfg`` ("icn" scoring, "dilate")."""
+    if cfg.scoring != "icn" or cfg.background != "dilate":
+        raise ConfigError(f"the CUDA matcher implements scoring='icn' with background='dilate',"
+                          f" not scoring={cfg.scoring!r}, background={cfg.background!r}; "
+                          "use the CPU matcher (icnseg.postprocess.select_instances)")
+
+
+def upload_proposals(proposals: Proposals, stream: Any = None,
+                     superpixels: bool = True) -> DeviceProposals:
+    """Put one image's proposals on the device once: factorised ones are packed there from
+    labels + membership (and keep the factors for superpixel sums), others are packed on the
+    host and copied. ``superpixels=False`` ignores the factorisation."""
+    if not isinstance(proposals, Proposals):
+        raise InputError(f"proposals must be Proposals, got {type(proposals).__name__}")
+    labels = member = None
+    if superpixels and proposals.membership is not None:
+        labels = cl.upload(proposals.superpixels.astype(np.int32), stream)
+        member = cl.upload(proposals.membership.astype(np.uint8), stream)
+        packed = cuda_superpixel.pack_unions(labels, member, stream=stream)
+    else:
+        packed = cl.upload(proposals.packed(), stream)
+    areas = ck.popcount_rows(packed, stream=stream)
+    return DeviceProposals(packed, areas, proposals.shape, labels, member)
+
+
+def _scores(packed: Any, props: DeviceProposals, k: int, cfg: MatchConfig, stream: Any,
+            scratch: list) -> Any:
+    """Eq. 5 "icn" scores float64 [K, N] from packed V, E, B rows [3K, W32]."""
+    v, e, b = packed[:k], packed[k:2 * k], packed[2 * k:]
+    if props.labels is None:
+        return ck.match_scores(v, e, b, props.packed, props.areas, cfg.alpha, cfg.beta,
+                               cfg.gamma, stream=stream)
+    s = int(props.membership.shape[1])
+    counts = cuda_superpixel.superpixel_counts(packed, props.labels, s, stream=stream)
+    sums = cuda_superpixel.member_matmul(counts, props.membership, stream=stream)
+    edge_total = ck.popcount_rows(e, stream=stream)
+    scratch.extend([counts, sums, edge_total])
+    return cuda_superpixel.eq5_from_sums(sums, props.areas, edge_total, cfg.alpha, cfg.beta,
+                                         cfg.gamma, stream=stream)
+
+
+def _staging(slot: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A page-locked host array for download ``slot`` (grown on demand, then reused: pinning
+    memory is slow)."""
+    buffers = _pinned.__dict__.setdefault("buffers", {})
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if slot not in buffers or buffers[slot].nbytes < nbytes:
+        buffers[slot] = cl.driver().pagelocked_empty((max(nbytes, 4096),), np.uint8)
+    return buffers[slot][:nbytes].view(dtype).reshape(shape)
+
+
+def _download(arrays: list[Any], stream: Any) -> list[np.ndarray]:
+    """Queue device-to-host copies into page-locked memory, synchronise once, return copies."""
+    with cl.check_cuda("reading the matcher results"):
+        hosts = [_staging(i, tuple(a.shape), a.dtype) for i, a in enumerate(arrays)]
+        for arr, host in zip(arrays, hosts, strict=True):
+            arr.get_async(stream=stream, ary=host)
+        if stream is None:
+            cl.driver().Context.synchronize()
+        else:
+            stream.synchronize()
+    return [np.array(h) for h in hosts]
+
+
+def match_instances(maps: Any, proposals: DeviceProposals | Proposals, classes: np.ndarray,
+                    confidence: np.ndarray, cfg: SegmentConfig | None = None,
+                    normalize: bool = False, stream: Any = None) -> DeviceMatch:
+    """Match K instance maps to proposals and run NMS on the device (select_instances).
+
+    maps: device float32 [K, H, W], the ICN output (binarised at ``cfg.threshold``) or, with
+    ``normalize=True``, raw PRMs (min-max normalised, binarised at ``cfg.naive_threshold``);
+    classes: int [K] class of each instance; confidence: [K] class confidence of each
+    instance (``class_conf[classes]``). stream: where to queue the work; pass the stream
+    that produced ``maps`` (e.g. the TensorRT engines' stream) so the chain runs after it;
+    None = the legacy default stream, which waits for every blocking stream's earlier work.
+    """
+    cfg = cfg or SegmentConfig()
+    check_supported(cfg.match)
+    cl.check(maps, "maps", 3, (np.float32,))
+    k, h, w = (int(s) for s in maps.shape)
+    classes = np.asarray(classes).reshape(-1)
+    confidence = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    if len(classes) != k or len(confidence) != k:
+        raise InputError(f"need one class and confidence per map: {k} maps, {len(classes)} "
+                         f"classes, {len(confidence)} confidences")
+    if k and h * w == 0:
+        raise InputError(f"maps must have at least one pixel, got shape {(k, h, w)}")
+    if not isinstance(proposals, (Proposals, DeviceProposals)):
+        raise InputError(f"proposals must be Proposals or DeviceProposals, got "
+                         f"{type(proposals).__name__}")
+    if tuple(proposals.shape) != (h, w):
+        raise InputError(f"maps are {(h, w)} but proposals are {tuple(proposals.shape)}")
+    if k == 0 or len(proposals) == 0:
+        quality = np.full(k, -np.inf)
+        return DeviceMatch(np.full(k, -1, np.int64), quality,
+                           confidence * np.clip(quality, 0.0, 1.0), np.zeros(0, np.int64))
+    # Copies from pageable host memory wait for the stream: make them all before any launch.
+    conf_d = cl.upload(confidence, stream)
+    cls_d = cl.upload(classes.astype(np.int32), stream)
+    props = proposals if isinstance(proposals, DeviceProposals) else upload_proposals(
+        proposals, stream)
+    scratch: list = [props]
+    veb = cl.empty((3 * k, h, w), np.uint8)  # V, E, B stacked: one pack launch for all
+    threshold = cfg.naive_threshold if normalize else cfg.threshold
+    ck.minmax_binarize(maps, threshold, normalize=normalize, out=veb[:k], stream=stream)
+    ck.contour(veb[:k], cfg.match.contour_width, out=veb[k:2 * k], stream=stream,
+               scratch=scratch)
+    ck.background(veb[:k], cfg.match.dilate_radius, out=veb[2 * k:], stream=stream,
+                  scratch=scratch)
+    packed = ck.pack_masks(veb, stream=stream)
+    scores = _scores(packed, props, k, cfg.match, stream, scratch)
+    index, quality = ck.argmax_rows(scores, stream=stream)
+    score, valid = cuda_nms.instance_scores(quality, conf_d, cfg.min_quality, stream=stream)
+    kept, count = cuda_nms.nms_rows(props.packed, index, score, cls_d, valid,
+                                    cfg.match.nms_iou, stream=stream, scratch=scratch)
+    scratch.extend([veb, packed, scores, valid, conf_d, cls_d])
+    index_h, quality_h, score_h, kept_h, count_h = _download(
+        [index, quality, score, kept, count], stream)
+    return DeviceMatch(index_h.astype(np.int64), quality_h, score_h,
+                       kept_h[: int(count_h[0])].astype(np.int64))
