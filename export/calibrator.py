@@ -86,7 +86,7 @@ def calibration_feeds(input_names: Sequence[str], images: Sequence[Path],
 def make_calibrator(trt: Any, feeds: Callable[[], Iterator[Feeds]],
                     shapes: Mapping[str, tuple[int, ...]], cache_path: Path) -> Any:
     """An ``IInt8EntropyCalibrator2`` over ``feeds()``; call ``.free()`` after the build."""
-    from icnseg.export.trt_env import check_cuda, cuda_driver
+    from icnseg.cuda import check_cuda, cuda_driver
 
     drv = cuda_driver()
 

@@ -188,7 +188,8 @@ def onnx_to_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
                    timing_cache: Path | None = None, k_opt: int | None = None,
                    size_range: tuple[Sequence[int], Sequence[int]] | None = None) -> Path:
     """Build a TensorRT engine for ``onnx_path`` and write it (atomically) to ``engine_path``."""
-    from icnseg.export.trt_env import check_cuda, import_tensorrt, make_logger
+    from icnseg.cuda import check_cuda
+    from icnseg.export.trt_env import import_tensorrt, make_logger
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if precision not in PRECISIONS:

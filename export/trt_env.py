@@ -1,29 +1,22 @@
-"""TensorRT and pycuda, imported lazily: the one place that knows how to find them.
+"""TensorRT, imported lazily: the one place that knows how to find it.
 
 ``import_tensorrt()`` returns ``tensorrt`` (>= 10) or, where that is what is installed,
-``tensorrt_rtx``; ``cuda_driver()`` initialises CUDA through pycuda and makes the device's
-primary context current (the context TensorRT, ONNX Runtime and torch share);
-``shared_stream()`` is the one CUDA stream every TensorRT engine of this process runs on,
-so chained engines need no synchronisation between them. ``check_cuda`` is the chokepoint
-that turns pycuda / TensorRT exceptions into ``IcnsegError``.
+``tensorrt_rtx``; ``current_env()`` names the TensorRT + GPU an engine is tied to. CUDA
+itself (context, stream, error chokepoint) is ``icnseg.cuda``.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import importlib
-from collections.abc import Iterator
 from typing import Any
 
-from icnseg.errors import BackendUnavailable, IcnsegError
+from icnseg.cuda import check_cuda, cuda_driver
+from icnseg.errors import BackendUnavailable
 from icnseg.export.engine_cache import TrtEnv
 
 INSTALL_TRT = ("TensorRT is not installed: pip install 'icnseg[tensorrt]' "
                "(or use JetPack's TensorRT on Jetson)")
-INSTALL_PYCUDA = "pycuda is not installed: pip install 'icnseg[tensorrt]'"
 MIN_TRT_MAJOR = 10
-_state: dict[str, Any] = {}  # "ctx": the primary context we pushed, "stream": the shared stream
 
 
 def import_tensorrt() -> tuple[Any, str]:
@@ -41,60 +34,6 @@ def import_tensorrt() -> tuple[Any, str]:
                 "(pip install 'icnseg[tensorrt]', or JetPack 6.1+ on Jetson)")
         return trt, name
     raise BackendUnavailable(INSTALL_TRT)
-
-
-@contextlib.contextmanager
-def check_cuda(what: str, unavailable: bool = False) -> Iterator[None]:
-    """The one chokepoint: pycuda / TensorRT / driver errors become IcnsegError."""
-    try:
-        yield
-    except IcnsegError:
-        raise
-    except ImportError as exc:
-        raise BackendUnavailable(f"{INSTALL_PYCUDA} ({exc})") from exc
-    except Exception as exc:
-        module = type(exc).__module__ or ""
-        if not (module.startswith(("pycuda", "tensorrt")) or isinstance(exc, RuntimeError)):
-            raise
-        kind = BackendUnavailable if unavailable else IcnsegError
-        msg = f"CUDA/TensorRT error while {what}: {type(exc).__name__}: {exc}".strip()
-        raise kind(msg) from exc
-
-
-def _pop_context() -> None:
-    """atexit: pop the primary context pushed by ``cuda_driver`` (pycuda warns otherwise)."""
-    ctx = _state.pop("ctx", None)
-    _state.pop("stream", None)
-    if ctx is not None:
-        with contextlib.suppress(Exception):
-            ctx.pop()
-
-
-def cuda_driver() -> Any:
-    """pycuda.driver with CUDA initialised and a context current (device 0's primary one)."""
-    try:
-        drv = importlib.import_module("pycuda.driver")
-    except ImportError as exc:
-        raise BackendUnavailable(INSTALL_PYCUDA) from exc
-    with check_cuda("initialising CUDA", unavailable=True):
-        drv.init()
-        if drv.Device.count() == 0:
-            raise BackendUnavailable("no CUDA device found (the tensorrt backend needs a GPU)")
-        if drv.Context.get_current() is None:
-            ctx = drv.Device(0).retain_primary_context()
-            ctx.push()
-            _state["ctx"] = ctx
-            atexit.register(_pop_context)
-    return drv
-
-
-def shared_stream() -> Any:
-    """The CUDA stream all TensorRT engines of this process enqueue on."""
-    drv = cuda_driver()
-    if "stream" not in _state:
-        with check_cuda("creating a CUDA stream"):
-            _state["stream"] = drv.Stream()
-    return _state["stream"]
 
 
 def current_env() -> TrtEnv:

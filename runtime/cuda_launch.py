@@ -12,14 +12,13 @@ primary context is made current when there is none).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from icnseg.cuda import check_cuda, cuda_driver
 from icnseg.errors import BackendUnavailable, IcnsegError, InputError
 
 SRC_DIR = Path(__file__).resolve().parent.parent / "cpp_ext"
@@ -27,7 +26,6 @@ COMMON = SRC_DIR / "common.cuh"
 BLOCK = 256  # threads per block for every kernel (8 warps)
 WARPS = BLOCK // 32
 MAX_GRID = 1 << 16  # kernels are grid-stride, so capping the grid is always correct
-_INSTALL = "pycuda is not installed: pip install 'icnseg[gpu]' for the CUDA matcher"
 
 # kernel name -> (module stem in cpp_ext/, argument format); checked against the .cu sources.
 KERNELS: dict[str, tuple[str, str]] = {
@@ -53,32 +51,9 @@ MODULES = tuple(sorted({stem for stem, _ in KERNELS.values()}))
 _loaded: dict[str, Any] = {}  # "ctx": context handle the cache belongs to, stem -> module, ...
 
 
-@contextlib.contextmanager
-def check_cuda(what: str, unavailable: bool = False) -> Iterator[None]:
-    """The one chokepoint: pycuda/driver errors become BackendUnavailable or IcnsegError."""
-    try:
-        yield
-    except IcnsegError:
-        raise
-    except ImportError as exc:
-        raise BackendUnavailable(f"{_INSTALL} ({exc})") from exc
-    except Exception as exc:
-        if not type(exc).__module__.startswith("pycuda"):
-            raise
-        kind = BackendUnavailable if unavailable else IcnsegError
-        raise kind(f"CUDA error while {what}: {type(exc).__name__}: {exc}".strip()) from exc
-
-
 def driver() -> Any:
-    """pycuda.driver, with CUDA initialised and a context current (the primary one if none)."""
-    with check_cuda("initialising CUDA", unavailable=True):
-        drv = importlib.import_module("pycuda.driver")
-        drv.init()
-        if drv.Device.count() == 0:
-            raise BackendUnavailable("no CUDA device found")
-        if drv.Context.get_current() is None:
-            importlib.import_module("pycuda.autoprimaryctx")
-        return drv
+    """pycuda.driver with a context current (``icnseg.cuda.cuda_driver``: the primary one)."""
+    return cuda_driver()
 
 
 def gpuarray() -> Any:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from icnseg.cuda import check_cuda
 from icnseg.errors import ConfigError, InputError
 from icnseg.matching import MatchConfig, best_proposals, match_scores
 from icnseg.postprocess import Stages, binary_maps, select_instances
 from icnseg.proposals.types import Proposals
 from icnseg.runtime import cuda_launch, gpu_matcher
-from icnseg.runtime.cuda_launch import check_cuda
 from icnseg.settings import SegmentConfig
 
 CLASSES = ["a", "b", "c"]

@@ -184,15 +184,15 @@ def _fake_tensorrt(mem: Memory) -> types.ModuleType:
 @pytest.fixture()
 def fake_gpu(monkeypatch, tmp_path):
     """Stand-in tensorrt + pycuda, and an export copy whose 'engines' name their ONNX file."""
-    from icnseg.export import trt_env
+    from icnseg import cuda
 
     mem = Memory()
     pycuda = _fake_pycuda(mem)
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(mem))
     monkeypatch.setitem(sys.modules, "pycuda", pycuda)
     monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)
-    monkeypatch.setattr(trt_env, "_state", {})
-    monkeypatch.setattr(trt_env.atexit, "register", lambda f: None)
+    monkeypatch.setattr(cuda, "_state", {})
+    monkeypatch.setattr(cuda.atexit, "register", lambda f: None)
     export = Path(shutil.copytree(ASSETS / "export", tmp_path / "e"))
 
     def build(onnx, engine, **kw):
