@@ -172,10 +172,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.8), squeeze=False)
     for ax, (name, sweep) in zip(axes[0], sweeps.items(), strict=True):
         for stage, ms in sweep["stages_ms"].items():
-            ax.plot(sweep["values"], ms, marker="o", label=stage)
+            colour = f"C{ALL_STAGES.index(stage)}"  # one colour per stage in every panel
+            ax.plot(sweep["values"], ms, marker="o", label=stage, color=colour)
         ax.set(xscale="log", yscale="log", xlabel=name, ylabel="ms", title=f"vs {name}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
