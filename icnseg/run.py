@@ -70,7 +70,7 @@ class StagesSegmenter:
     def __init__(self, run_stages_fn: Callable, model, cfg, with_prm: bool = False) -> None:
         """``run_stages_fn(image, cfg) -> Stages``; ``model`` gives classes and input size."""
         self.run_stages_fn, self.cfg, self.with_prm = run_stages_fn, cfg, with_prm
-        self.classes = model.classes
+        self.model, self.classes = model, model.classes
         self.input_size, self.mean, self.std = model.input_size, model.mean, model.std
 
     def prepare(self, image: np.ndarray, proposals=None) -> Prepared:
@@ -89,9 +89,12 @@ class StagesSegmenter:
         """Instances at the frame's size, and the PRM panel if asked for."""
         from icnseg.postprocess import prm_panel, segment_stages
 
+        shape = p.image.shape[:2]
+        segment_resized = getattr(self.model, "segment_resized", None)
+        if segment_resized is not None and not self.with_prm:  # maps may stay on the GPU
+            return segment_resized(p.model_input, shape, p.proposals, self.cfg), None
         # resizing an image already at the model size is a copy: Stages are unchanged
         stages = self.run_stages_fn(p.model_input, self.cfg)
-        shape = p.image.shape[:2]
         instances = segment_stages(stages, shape, self.classes, self.cfg, p.proposals)
         return instances, (prm_panel(stages, shape) if self.with_prm else None)
 

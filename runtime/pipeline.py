@@ -4,7 +4,8 @@ resize + normalise (numpy/OpenCV) -> prm.onnx (forward, peaks, batched backward)
 x T (or T/unroll calls of an unrolled graph) -> the same numpy post-processing as the torch
 pipeline (``icnseg.postprocess``). Never imports torch. On a GPU (onnxruntime cuda/tensorrt,
 or the tensorrt backend) the graphs chain through ``run_device``: the naive PRMs and every
-ICN pass stay on the device; only peaks, scores and the final maps are copied back.
+ICN pass stay on the device, and ``segment`` matches the final maps there with the CUDA
+kernels (``runtime.device_match``; pycuda needed, else the numpy matcher on host copies).
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import numpy as np
 from icnseg.errors import ConfigError
 from icnseg.export.manifest import read_manifest, verify_files
 from icnseg.outputs import Instance
-from icnseg.postprocess import Clock, Stages, check_image, no_clock, prepare_input, segment_stages
+from icnseg.postprocess import (
+    Clock,
+    Stages,
+    check_image,
+    no_clock,
+    prepare_input,
+    rescale_instances,
+    segment_stages,
+)
 from icnseg.proposals.types import Proposals
 from icnseg.runtime.backend import Backend, load_backend
 from icnseg.settings import SegmentConfig, config_from_dict
@@ -60,6 +69,7 @@ class ExportedModel:
         # backend can and the device is a GPU; on the CPU host arrays are as fast.
         self.on_device = device != "cpu" and all(
             hasattr(b, "run_device") for b in (self.prm, self.icn) if b is not None)
+        self.device_maps = None  # the last device run's final maps (DeviceArray [K, H, W])
 
     def segment_config(self, **overrides: Any) -> SegmentConfig:
         """The exported settings + overrides; graph-baked ones (rule, peaks) cannot change."""
@@ -104,9 +114,10 @@ class ExportedModel:
         return stages
 
     def _run_stages_device(self, resized: np.ndarray, x: np.ndarray, cfg: SegmentConfig,
-                           clock: Clock = no_clock) -> Stages:
+                           clock: Clock = no_clock, maps_to_host: bool = True) -> Stages:
         """``run_stages`` with device-resident outputs: the naive PRMs feed the ICN in place,
-        each ICN pass feeds the next; only the small outputs and the results come back."""
+        each ICN pass feeds the next; only the small outputs and the results come back.
+        The final device maps [K, H, W] are kept as ``self.device_maps`` (None without peaks)."""
         prm, icn = self.prm, self.icn
         with clock("prm"):
             out = prm.run_device({"image": x})
@@ -115,13 +126,46 @@ class ExportedModel:
         naive = out["prm"].rows(n)
         stages = Stages(resized, host["class_scores"][0], host["peaks"][:n], prm.to_host(naive),
                         crm=host["crm"][0])
+        self.device_maps = naive if n else None
         if cfg.iterations > 0 and n:
             v = naive.reshape(n, 1, *naive.shape[1:])
             with clock("icn"):
                 for _ in range(cfg.iterations // self.unroll):
                     v = icn.run_device({"image": x, "prm": v}, ["map"])["map"]
-                stages.enhanced = icn.to_host(v)[:, 0]
+                self.device_maps = v.reshape(n, *v.shape[2:])
+                if maps_to_host:
+                    stages.enhanced = icn.to_host(v)[:, 0]
         return stages
+
+    def matches_on_device(self, cfg: SegmentConfig) -> bool:
+        """True when ``segment`` matches with the CUDA kernels (GPU, pycuda, supported cfg)."""
+        from icnseg.runtime.device_match import device_matcher_available
+
+        return self.on_device and device_matcher_available(cfg)
+
+    def segment_resized(self, resized: np.ndarray, shape: tuple[int, int],
+                        proposals: Proposals | None, cfg: SegmentConfig) -> list[Instance]:
+        """Instances at ``shape`` of an image already resized to the model input (uint8)."""
+        if not self.matches_on_device(cfg):
+            return segment_stages(self.run_stages(resized, cfg), shape, self.classes, cfg,
+                                  proposals)
+        from icnseg.proposals.generate import generate_proposals
+        from icnseg.runtime.device_match import match_on_device
+
+        _, x = prepare_input(resized, self.input_size, self.mean, self.std)
+        stages = self._run_stages_device(resized, x, cfg, maps_to_host=False)
+        if self.device_maps is None:
+            return []
+        if proposals is None:
+            proposals = generate_proposals(resized)
+        stream = None
+        if self.backend_name == "tensorrt":
+            from icnseg.cuda import shared_stream
+
+            stream = shared_stream()
+        instances = match_on_device(stages, self.device_maps, proposals, self.classes, cfg,
+                                    normalize=cfg.iterations == 0, stream=stream)
+        return rescale_instances(instances, shape)
 
     def segment(self, image_rgb_uint8: np.ndarray, proposals: Proposals | None = None,
                 config: SegmentConfig | None = None) -> list[Instance]:
@@ -129,8 +173,8 @@ class ExportedModel:
         cfg = config or self.segment_config()
         self.check_config(cfg)
         image = check_image(image_rgb_uint8)
-        return segment_stages(self.run_stages(image, cfg), image.shape[:2], self.classes, cfg,
-                              proposals)
+        resized, _ = prepare_input(image, self.input_size, self.mean, self.std)
+        return self.segment_resized(resized, image.shape[:2], proposals, cfg)
 
     def close(self) -> None:
         """Release the backends."""

@@ -194,3 +194,25 @@ def test_ort_cuda_iobinding_matches_cpu():
     _close(a.prm, b.prm, 1e-3)
     if len(b.peaks):
         _close(a.enhanced, b.enhanced, 1e-3)
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 3])
+def test_device_matching_gives_the_cpu_instances(iterations):
+    """ORT CUDA maps matched by the CUDA kernels = ORT CPU + numpy matcher, per sample."""
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu with the CUDA EP is not installed")
+    pytest.importorskip("pycuda.gpuarray")
+    from icnseg.data.voc import read_image
+    from icnseg.runtime import ExportedModel
+
+    with ExportedModel(ASSETS / "export", device="cuda") as gpu, \
+            ExportedModel(ASSETS / "export") as cpu:
+        cfg = cpu.segment_config(iterations=iterations)
+        assert gpu.matches_on_device(cfg) and not cpu.matches_on_device(cfg)
+        for path in sorted((ASSETS / "samples").glob("*.jpg")):
+            image = read_image(path)
+            a, b = gpu.segment(image, config=cfg), cpu.segment(image, config=cfg)
+            assert [i.class_name for i in a] == [i.class_name for i in b], path
+            for x, y in zip(a, b, strict=True):
+                assert abs(x.score - y.score) < 1e-4 and (x.mask == y.mask).mean() > 0.999
