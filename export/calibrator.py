@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from icnseg.errors import BackendUnavailable, InputError
+from icnseg.errors import InputError
 from icnseg.fileio import write_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -51,14 +51,9 @@ def images_digest(images: Sequence[Path]) -> str:
 
 def _prm_session(prm_onnx: Path) -> Any:
     """A CPU ONNX Runtime session on prm.onnx (gives icn.onnx its calibration PRMs)."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise BackendUnavailable("INT8 calibration of icn.onnx computes its PRM inputs with ONNX "
-                                 "Runtime: pip install 'icnseg[cpu]'") from exc
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(prm_onnx), opts, providers=["CPUExecutionProvider"])
+    from icnseg.export.ort_cpu import cpu_session
+
+    return cpu_session(prm_onnx, "INT8 calibration of icn.onnx (its PRM inputs)")
 
 
 def calibration_feeds(input_names: Sequence[str], images: Sequence[Path],

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from icnseg.errors import BackendUnavailable
 from icnseg.export.manifest import read_manifest, verify_files
 
 TOL = 1e-4
@@ -28,14 +27,9 @@ TOL = 1e-4
 
 def _session(path):
     """A CPU ONNX Runtime session for ``path``."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise BackendUnavailable("the parity check needs onnxruntime: pip install "
-                                 "'icnseg[cpu]' (or skip it with --no-check)") from exc
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    from icnseg.export.ort_cpu import cpu_session
+
+    return cpu_session(path, "the parity check (skip it with --no-check)")
 
 
 def _rel(got: np.ndarray, want: np.ndarray) -> float:

@@ -74,6 +74,17 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _iou(inter, area_a, area_b)
 
 
+def nms_arguments(m: int, scores: np.ndarray, classes: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float64 [M], classes [M]) for M masks; InputError when the counts differ."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    classes = np.zeros(m, np.int64) if classes is None else np.asarray(classes).reshape(-1)
+    if len(scores) != m or len(classes) != m:
+        raise InputError(f"need one score and class per mask: {m} masks, {len(scores)} scores,"
+                         f" {len(classes)} classes")
+    return scores, classes
+
+
 def mask_nms(masks: np.ndarray, scores: np.ndarray, classes: np.ndarray | None = None,
              iou_threshold: float = 0.5) -> np.ndarray:
     """Class-aware greedy mask NMS; kept indices (int64), highest score first.
@@ -84,11 +95,7 @@ def mask_nms(masks: np.ndarray, scores: np.ndarray, classes: np.ndarray | None =
     """
     flat = _flat(masks, "masks")
     m = flat.shape[0]
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    classes = np.zeros(m, np.int64) if classes is None else np.asarray(classes).reshape(-1)
-    if len(scores) != m or len(classes) != m:
-        raise InputError(f"need one score and class per mask: {m} masks, {len(scores)} scores,"
-                         f" {len(classes)} classes")
+    scores, classes = nms_arguments(m, scores, classes)
     if m == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.lexsort((np.arange(m), -scores))

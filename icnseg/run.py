@@ -244,18 +244,3 @@ def run_sources(
         raise
     summary.seconds = time.perf_counter() - t0
     return summary
-
-
-def run_images(
-    segment_fn: Callable,
-    paths: Sequence[Path],
-    out_dir: str | os.PathLike,
-    class_names: Sequence[str],
-    config: dict,
-    proposals: str = "builtin",
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> RunSummary:
-    """run_sources() over image files (videos among ``paths`` are read as videos)."""
-    return run_sources(segment_fn, make_sources(list(paths)), out_dir, class_names, config,
-                       proposals=proposals, progress=progress, log=log)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from icnseg.errors import InputError
+from icnseg.nms import nms_arguments
 from icnseg.runtime import cuda_launch as cl
 
 __all__ = ["instance_scores", "mask_nms", "nms_rows"]
@@ -75,11 +76,7 @@ def mask_nms(packed: Any, scores: np.ndarray, classes: np.ndarray | None = None,
     (and classes): kept indices int64, highest score first (waits for the result)."""
     cl.check(packed, "packed", 2, (np.uint32,))
     m = int(packed.shape[0])
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    classes = np.zeros(m, np.int64) if classes is None else np.asarray(classes).reshape(-1)
-    if len(scores) != m or len(classes) != m:
-        raise InputError(f"need one score and class per mask: {m} masks, {len(scores)} scores,"
-                         f" {len(classes)} classes")
+    scores, classes = nms_arguments(m, scores, classes)
     if m == 0:
         return np.zeros(0, np.int64)
     scratch: list = []
