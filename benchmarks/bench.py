@@ -40,6 +40,7 @@ class BenchConfig:
     streams: int = 2  # concurrent streams for the overlapped-throughput figure (0: skip)
     cold: bool = True  # cold start and peak RSS, each backend in a fresh process
     micro: bool = True  # with the baseline: matcher at N=1000, K=8 and backward at K=8
+    export: str | None = None  # export dir for the runtime backends (default: MODEL's own)
 
     def __post_init__(self) -> None:
         if not self.backends and not self.baseline:
@@ -88,7 +89,9 @@ def load_runners(cfg: BenchConfig, stack: contextlib.ExitStack) -> Loaded:
         model = load(cfg.model)
         seg_cfg = config_for(model)
     if runtime:
-        if cfg.model == "default" or _is_export_dir(cfg.model):
+        if cfg.export is not None:
+            export_dir = resolve_export_dir(cfg.export)
+        elif cfg.model == "default" or _is_export_dir(cfg.model):
             export_dir = resolve_export_dir(cfg.model)
         else:
             from icnseg.export.pipeline import checkpoint_to_onnx
@@ -210,19 +213,31 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
 
         for name in result["backends"]:
             log(f"cold start: {name} (fresh process)")
-            result["backends"][name]["cold"] = measure_cold(
-                cfg.model, name.split("-")[0], cfg.device, inputs[0]["path"])
+            backend = name.split("-")[0]
+            model = cfg.export if cfg.export and backend in RUNTIME_BACKENDS else cfg.model
+            result["backends"][name]["cold"] = measure_cold(model, backend, cfg.device,
+                                                            inputs[0]["path"])
     return result
 
 
 def stage_roofline(export_dir: Path, ks: Sequence[int], stages_ms: dict[str, Any],
                    device: str) -> list[dict[str, Any]]:
-    """FLOPs/bytes of prm.onnx (at its K_max) and icn.onnx (at each image's K) per second of
-    the measured stages; fractions of peak on a GPU of ``roofline.GPUS``."""
+    """FLOPs/bytes of prm.onnx (its backward at K_max, or at each image's K for a --dynamic-k
+    export) and icn.onnx (at each image's K) per second of the measured stages; fractions of
+    peak on a GPU of ``roofline.GPUS``."""
+    import onnx
+
     from icnseg.benchmarks.machine import gpus
     from icnseg.benchmarks.roofline import StageCost, combine, roofline, stage_costs
+    from icnseg.benchmarks.static_k import is_dynamic_k
 
-    prm = combine(stage_costs(export_dir / "prm.onnx"), "prm_forward", "peaks", "prm_backward")
+    prm_graph = onnx.load(str(export_dir / "prm.onnx"))
+    stages = ("prm_forward", "peaks", "prm_backward")
+    if is_dynamic_k(prm_graph):  # the backward runs each image's K rows: average over images
+        per_k = {k: combine(stage_costs(prm_graph, {"K": k}), *stages) for k in set(ks)}
+        prm = _mean_cost([per_k[k] for k in ks])
+    else:
+        prm = combine(stage_costs(prm_graph), *stages)
     costs = {"prm": prm}
     prm_ms = sum(stages_ms[s]["mean"] for s in ("prm_forward", "prm_backward", "prm")
                  if s in stages_ms)
@@ -230,12 +245,29 @@ def stage_roofline(export_dir: Path, ks: Sequence[int], stages_ms: dict[str, Any
     icn_k = [k for k in ks if k]
     if icn_k and "icn" in stages_ms:
         per_k = {k: stage_costs(export_dir / "icn.onnx", {"K": k})["icn"] for k in set(icn_k)}
-        flops = sum(per_k[k].flops for k in ks if k) / len(ks)  # per image, 0 without peaks
-        nbytes = sum(per_k[k].bytes for k in ks if k) / len(ks)
-        costs["icn"] = StageCost(int(flops), int(nbytes), flops / nbytes, 0)
+        none = StageCost(0, 0, 0.0, 0)  # an image without peaks runs no ICN
+        costs["icn"] = _mean_cost([per_k[k] if k else none for k in ks])
         seconds["icn"] = stages_ms["icn"]["mean"] / 1e3
     gpu = gpus()[0]["name"] if device != "cpu" and gpus() else None
     return [asdict(p) for p in roofline(costs, seconds, gpu)]
+
+
+def _mean_cost(costs: Sequence[Any]) -> Any:
+    """The per-image mean of several StageCosts."""
+    from icnseg.benchmarks.roofline import StageCost
+
+    flops = sum(c.flops for c in costs) / len(costs)
+    nbytes = sum(c.bytes for c in costs) / len(costs)
+    return StageCost(int(flops), int(nbytes), flops / nbytes if nbytes else 0.0, 0)
+
+
+def _manifest_flag(export_dir: Path | None, key: str) -> bool | None:
+    """A boolean fact of the export's manifest (None without an export)."""
+    if export_dir is None:
+        return None
+    from icnseg.export.manifest import read_manifest
+
+    return bool(read_manifest(export_dir).get(key, False))
 
 
 def _report(cfg: BenchConfig, loaded: Loaded, inputs: list[dict[str, Any]],
@@ -262,6 +294,7 @@ def _report(cfg: BenchConfig, loaded: Loaded, inputs: list[dict[str, Any]],
     seg = loaded.cfg
     return {
         "config": {**asdict(cfg), "segment": seg.to_dict(), "input_size": list(loaded.input_size),
+                   "dynamic_k": _manifest_flag(loaded.export_dir, "dynamic_k"),
                    "export_dir": str(loaded.export_dir) if loaded.export_dir else None,
                    "precision": "fp32"},
         "machine": machine_info(),

@@ -65,8 +65,9 @@ def render_markdown(result: dict[str, Any]) -> str:
                      "share is timed with a forward-only copy of the graph, backward = rest.")
     roof = [(n, p) for n in names for p in backends[n].get("roofline", [])]
     if roof:
+        k_rows = "each image's K" if c.get("dynamic_k") else "its K_max"
         lines += ["", "Roofline (FLOPs and bytes counted from the ONNX graphs as written; prm.onnx "
-                  "at its K_max, icn.onnx at each image's K):", "",
+                  f"backward at {k_rows}, icn.onnx at each image's K):", "",
                   "| backend | stage | GFLOP/s | GB/s | FLOP/byte | % of peak compute | "
                   "% of peak bandwidth | bound |", "|---|---|---:|---:|---:|---:|---:|---|"]
         for n, p in roof:

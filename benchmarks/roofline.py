@@ -18,7 +18,8 @@ Stages: icn.onnx is "icn". prm.onnx names no stages, so the rule is topological:
 downstream of the crm tensor, "prm_backward" = nodes downstream of the seeds (the first [K,C,h,w]
 tensor below crm that no peak output depends on), "prm_forward" = the rest, including the batch-1
 state the backward reuses (ReLU masks, max-pool selections, PRM-rule Z convs). Constant-only
-nodes join their consumer's stage, an output Identity its producer's.
+nodes join their consumer's stage, an output Identity its producer's. A --dynamic-k prm graph is
+counted with its backward at K rows (input_shapes "K", default K_max).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,8 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
+from icnseg.benchmarks.gpus import GPUS, GpuSpec, find_gpu  # noqa: F401 (re-exported)
+from icnseg.benchmarks.static_k import is_dynamic_k, with_fixed_k
 from icnseg.errors import ConfigError, InputError
 
 STAGES = ("prm_forward", "peaks", "prm_backward", "icn")
@@ -85,45 +87,6 @@ class StageCost:
     intensity: float
     nodes: int
     uncounted: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    """Peak FP32 (CUDA cores) and dense FP16 tensor-core TFLOPS, DRAM bandwidth in GB/s."""
-
-    name: str
-    pattern: str
-    fp32_tflops: float
-    fp16_tflops: float
-    bandwidth_gbs: float
-
-
-# Matched in order against the lower-cased CUDA device name (or a Jetson module name). FP16 =
-# dense tensor cores ("with sparsity" figures halved). Jetson: FP32 = cores x 2 x max GPU clock,
-# Orin FP16 = SMs x 1024 FMA x 2 x clock (= sparse INT8 GPU TOPS / 4), Xavier FP16 = TCs x 64 FMA
-# x 2 x clock, from the data sheets' cores/SMs or TCs/clock/GB/s: Orin Nano 8GB 1024/8/625 MHz/68
-# (Super 1020 MHz/102), Orin NX 16GB 1024/8/918 MHz/102.4, AGX Orin 64GB 2048/16/1.3 GHz/204.8,
-# Xavier NX 384/48/1.1 GHz/51.2, AGX Xavier 512/64/1.377 GHz/136.5. CUDA calls every Orin "Orin",
-# every Xavier "Xavier" (-> the AGX rows): add /proc/device-tree/model to match the others.
-GPUS: tuple[GpuSpec, ...] = (
-    GpuSpec("H200", r"\bh200\b", 67.0, 989.5, 4800.0),  # H200 datasheet (SXM): 1,979 sparse
-    GpuSpec("H100 PCIe", r"\bh100\b.*pcie", 51.0, 756.5, 2000.0),  # H100 datasheet: 1,513 sp.
-    GpuSpec("H100 SXM", r"\bh100\b", 67.0, 989.5, 3350.0),  # H100 datasheet (SXM5): 1,979 sp.
-    GpuSpec("A100 80GB SXM", r"\ba100\b.*sxm.*80 ?gb", 19.5, 312.0, 2039.0),  # A100 datasheet
-    GpuSpec("A100 80GB PCIe", r"\ba100\b.*80 ?gb", 19.5, 312.0, 1935.0),  # A100 datasheet
-    GpuSpec("A100 40GB", r"\ba100\b", 19.5, 312.0, 1555.0),  # A100 datasheet (SXM4 and PCIe)
-    GpuSpec("L40S", r"\bl40s\b", 91.6, 362.05, 864.0),  # L40S datasheet: 733 sparse
-    GpuSpec("L4", r"\bl4\b", 30.3, 121.0, 300.0),  # L4 datasheet: FP16 TC 242 sparse
-    GpuSpec("A10", r"\ba10\b", 31.2, 125.0, 600.0),  # A10 datasheet: 250 sparse
-    GpuSpec("T4", r"\bt4\b", 8.1, 65.0, 320.0),  # T4 datasheet: mixed FP16/FP32 65
-    GpuSpec("RTX 4090", r"rtx 4090$", 82.6, 165.2, 1008.0),  # Ada whitepaper (FP32 accumulate)
-    GpuSpec("Jetson Orin Nano 8GB Super", r"orin nano.*super", 2.09, 16.7, 102.0),  # dev kit DS
-    GpuSpec("Jetson Orin Nano 8GB", r"orin nano", 1.28, 10.2, 68.0),  # Orin Nano series DS
-    GpuSpec("Jetson Orin NX 16GB", r"orin nx", 1.88, 15.0, 102.4),  # Orin NX series data sheet
-    GpuSpec("Jetson AGX Orin 64GB", r"\borin\b", 5.32, 42.6, 204.8),  # AGX Orin tech brief 1.2
-    GpuSpec("Jetson Xavier NX", r"xavier nx", 0.845, 6.76, 51.2),  # Xavier NX DS DA-09366
-    GpuSpec("Jetson AGX Xavier", r"\bxavier\b", 1.41, 11.3, 136.5),  # AGX Xavier data sheet
-)
 
 
 @dataclass(frozen=True)
@@ -332,7 +295,11 @@ def graph_costs(onnx_path_or_model: Source, input_shapes: InputShapes | None = N
     """Per-node FLOPs, bytes and stage in graph order; ``input_shapes`` maps an input name to
     its shape or a symbolic dim ("K", "H", "W") to a size (defaults: the icnseg metadata)."""
     model, label = _load(onnx_path_or_model)
-    _fix_inputs(model, label, input_shapes or {})
+    given = dict(input_shapes or {})
+    if is_dynamic_k(model):
+        k_max = next(p.value for p in model.metadata_props if p.key == "icnseg.k_max")
+        model = with_fixed_k(model, int(given.pop("K", 0) or k_max))
+    _fix_inputs(model, label, given)
     shapes, elems = _infer(model, label)
     stages = _stages(model, label, shapes)
     return [_node_cost(i, n, stages[i], shapes, elems, float_bytes)
@@ -365,12 +332,6 @@ def combine(stages: Mapping[str, StageCost], *names: str) -> StageCost:
     flops, nbytes = sum(p.flops for p in parts), sum(p.bytes for p in parts)
     return StageCost(flops, nbytes, flops / nbytes if nbytes else 0.0, sum(p.nodes for p in parts),
                      tuple(sorted({u for p in parts for u in p.uncounted})))
-
-
-def find_gpu(name: str) -> GpuSpec | None:
-    """The GPUS row for a CUDA device name ("NVIDIA H100 80GB HBM3", "Orin"), else None."""
-    norm = re.sub(r"[\s_\-]+", " ", name.lower()).strip()
-    return next((g for g in GPUS if re.search(g.pattern, norm)), None)
 
 
 def roofline(stages: Mapping[str, StageCost], seconds: Mapping[str, float],

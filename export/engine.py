@@ -263,6 +263,10 @@ def build_engines(export_dir: str | os.PathLike, precision: str = "fp32", *,
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
     files = verify_files(export_dir, manifest)
+    if manifest.get("dynamic_k"):
+        raise ConfigError(f"{export_dir}: exported with --dynamic-k (a data-dependent K in "
+                          "prm.onnx); TensorRT engines need a static export: run icnseg export "
+                          "again without --dynamic-k")
     images = list_images(calib) if precision == "int8" else None
     digest = images_digest(images) if images else None
     if env is None:

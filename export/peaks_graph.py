@@ -71,9 +71,10 @@ def _median_filter(gb: GraphBuilder, crm: str, c: int, h: int, w: int, size: int
     return gb.reshape(med, [1, c, h, w], "medf.out")
 
 
-def peaks_graph(gb: GraphBuilder, crm: str, c: int, h: int, w: int, cfg, k_max: int
-                ) -> PeakOutputs:
-    """Class scores, presence, Eq. 1 peak map, TopK(K_max) peaks, count and one-hot seeds."""
+def peaks_graph(gb: GraphBuilder, crm: str, c: int, h: int, w: int, cfg, k_max: int,
+                dynamic_k: bool = False) -> PeakOutputs:
+    """Class scores, presence, Eq. 1 peak map, TopK(K_max) peaks, count and one-hot seeds
+    ([K_max, ...], or with ``dynamic_k`` only the first ``count`` rows)."""
     n = c * h * w
     if k_max > n:
         raise ExportError(f"k_max={k_max} exceeds the {n} positions of the class response map")
@@ -132,4 +133,9 @@ def peaks_graph(gb: GraphBuilder, crm: str, c: int, h: int, w: int, cfg, k_max: 
                           gb.const(np.float32(1))], "flat_index")
     onehot = gb.cast_float(gb.op("Equal", [idxf, rng], "seed.eq"), "seed.onehot")  # [K,n]
     seeds = gb.reshape(gb.op("Mul", [onehot, valid], "seed.valid"), [k_max, c, h, w], "seeds")
+    if dynamic_k:
+        # valid peaks come first (TopK is sorted, invalid rows rank -1), so the backward can
+        # stop at count: its cost follows the image's peaks, not K_max
+        seeds = gb.op("Slice", [seeds, gb.ints([0], "seed.start"), count,
+                                gb.ints([0], "seed.axis")], "seeds.valid")
     return PeakOutputs(scores, peaks, count, seeds, valid)

@@ -81,6 +81,7 @@ def checkpoint_to_onnx(
     dynamic_size: bool = False,
     unroll: int = 1,
     force: bool = False,
+    dynamic_k: bool = False,
 ) -> ExportResult:
     """Export MODEL ('default', a checkpoint or a Model) to ``out_dir`` atomically."""
     from icnseg.export.icn_graph import build_icn_onnx
@@ -110,6 +111,7 @@ def checkpoint_to_onnx(
         "opset": int(opset),
         "unroll": int(unroll),
         "dynamic_size": bool(dynamic_size),
+        "dynamic_k": bool(dynamic_k),
         "segment": cfg.to_dict(),
         "source": {
             "checkpoint": src.name,
@@ -117,7 +119,7 @@ def checkpoint_to_onnx(
         },
     }
     graphs = {"prm": build_prm_onnx(m.classifier, cfg.peaks, (hh, ww), k_max=peaks, rule=rule,
-                                    mean=m.mean, std=m.std, opset=opset)}
+                                    mean=m.mean, std=m.std, opset=opset, dynamic_k=dynamic_k)}
     if m.icn is not None:
         graphs["icn"] = build_icn_onnx(m.icn, (hh, ww), opset=opset,
                                        dynamic_size=dynamic_size, unroll=unroll)

@@ -24,13 +24,15 @@ PRM_OUTPUTS = ("crm", "class_scores", "peaks", "count", "prm")
 
 def build_prm_onnx(classifier: nn.Module, peak_cfg, input_size: tuple[int, int], k_max: int,
                    rule: str = "gradient", mean: Sequence[float] = (0.485, 0.456, 0.406),
-                   std: Sequence[float] = (0.229, 0.224, 0.225), opset: int = 17
-                   ) -> onnx.ModelProto:
+                   std: Sequence[float] = (0.229, 0.224, 0.225), opset: int = 17,
+                   dynamic_k: bool = False) -> onnx.ModelProto:
     """Export ``classifier`` to prm.onnx: image [1,3,H,W] (normalised) -> crm [1,C,h,w],
     class_scores [1,C], peaks [K_max,4] (class,y,x,value), count int64 [1], prm [K_max,H,W].
 
-    Rows of ``peaks``/``prm`` at or beyond ``count`` are zero. ``mean``/``std`` are recorded in
-    the metadata only: the graph takes the already-normalised image, like the classifier.
+    Rows of ``peaks``/``prm`` at or beyond ``count`` are zero. With ``dynamic_k`` the backward
+    and ``prm`` have only ``count`` rows (a data-dependent shape: ONNX Runtime runs it, the
+    TensorRT backend does not). ``mean``/``std`` are recorded in the metadata only: the graph
+    takes the already-normalised image, like the classifier.
     """
     if rule not in RULES:
         raise ExportError(f"unknown backward rule {rule!r}; choose one of {', '.join(RULES)}")
@@ -47,7 +49,7 @@ def build_prm_onnx(classifier: nn.Module, peak_cfg, input_size: tuple[int, int],
     image = gb.add_input("image", [1, 3, hh, ww])
     fwd = emit_forward(gb, tg, image, rule)
     crm = fwd.values[tg.output]
-    peaks = peaks_graph(gb, crm, c, h, w, peak_cfg, k_max)
+    peaks = peaks_graph(gb, crm, c, h, w, peak_cfg, k_max, dynamic_k)
     grad = emit_backward(gb, tg, fwd, peaks.seeds, rule)
     colour = gb.reduce("ReduceSum", grad, [1], False, "prm.sum")
     prm = gb.op("Relu", [colour], "prm.clamp")
@@ -55,11 +57,12 @@ def build_prm_onnx(classifier: nn.Module, peak_cfg, input_size: tuple[int, int],
     gb.add_output(peaks.class_scores, "class_scores", [1, c])
     gb.add_output(peaks.peaks, "peaks", [k_max, 4])
     gb.add_output(peaks.count, "count", [1], TensorProto.INT64)
-    gb.add_output(prm, "prm", [k_max, hh, ww])
+    gb.add_output(prm, "prm", ["K" if dynamic_k else k_max, hh, ww])
     meta = {
         "icnseg.graph": "prm",
         "icnseg.rule": rule,
         "icnseg.k_max": str(k_max),
+        "icnseg.dynamic_k": str(bool(dynamic_k)).lower(),
         "icnseg.input_size": json.dumps([hh, ww]),
         "icnseg.num_classes": str(c),
         "icnseg.crm_size": json.dumps([h, w]),

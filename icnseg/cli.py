@@ -169,6 +169,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         dynamic_size=args.dynamic_size,
         unroll=args.unroll,
         force=args.force,
+        dynamic_k=args.dynamic_k,
     )
     print(f"exported {args.model} -> {result.out_dir} in {result.seconds:.1f}s")
     for name, size in result.sizes.items():
@@ -316,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     p.add_argument("--dynamic-size", action="store_true",
                    help="icn.onnx with dynamic H/W (prm.onnx stays at --size)")
+    p.add_argument("--dynamic-k", action="store_true",
+                   help="PRM backward over the image's peaks only, not K_max rows (faster on "
+                        "ONNX Runtime; the TensorRT backend needs a static export)")
     p.add_argument("--unroll", type=int, default=1,
                    help="ICN passes chained in icn.onnx; must divide T (default: 1)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,

@@ -15,7 +15,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(model=args.model, backends=backends, device=args.device,
                       baseline=args.baseline, iters=args.iters, warmup=args.warmup,
                       images=tuple(args.images or ()), streams=args.streams,
-                      cold=args.cold, micro=args.micro)
+                      cold=args.cold, micro=args.micro, export=args.export)
     result = run_bench(cfg, log=lambda m: print(m, file=sys.stderr))
     print(render_markdown(result))
     if args.json:
@@ -45,5 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cold start and peak RSS in a fresh process per backend (default: on)")
     p.add_argument("--micro", action=argparse.BooleanOptionalAction, default=True,
                    help="with --baseline: matcher N=1000 K=8 and backward K=8 (default: on)")
+    p.add_argument("--export", default=None,
+                   help="export directory the runtime backends load (default: MODEL's; "
+                        "outputs are still checked against torch)")
     p.add_argument("--json", default=None, help="write the result here (+ .md next to it)")
     p.set_defaults(func=_cmd_bench)

@@ -55,6 +55,11 @@ class ExportedModel:
         self.k_max, self.rule, self.unroll = int(m["k_max"]), m["rule"], int(m["unroll"])
         self.backend_name, self.device, self.source = backend, device, str(self.path)
         self.precision = precision
+        self.dynamic_k = bool(m.get("dynamic_k", False))
+        if self.dynamic_k and "tensorrt" in (backend, device):
+            raise ConfigError(f"{self.path}: exported with --dynamic-k (the PRM graph's K is "
+                              "data-dependent), which TensorRT engines here do not support; "
+                              "export again without --dynamic-k")
         self.config = {"segment": m["segment"]}
         self.prm: Backend = load_backend(backend, files["prm"], device, precision=precision)
         try:

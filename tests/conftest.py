@@ -7,6 +7,16 @@ import pytest
 
 
 @pytest.fixture(scope="session")
+def static_export(tmp_path_factory):
+    """The default model exported with a static K (what TensorRT engines are built from; the
+    shipped export uses --dynamic-k)."""
+    pytest.importorskip("torch")
+    from icnseg.export.pipeline import checkpoint_to_onnx
+
+    return checkpoint_to_onnx("default", tmp_path_factory.mktemp("static") / "export").out_dir
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny classifier + tiny ICN with random weights (seeded), saved as safetensors."""
     torch = pytest.importorskip("torch")

@@ -29,9 +29,9 @@ ENV = TrtEnv("tensorrt", "10.8.0.43", "NVIDIA H100 80GB HBM3", "9.0")
 
 
 @pytest.fixture()
-def export(tmp_path) -> Path:
-    """A writable copy of the shipped export (tiny model, 96x96, K_max 32)."""
-    return Path(shutil.copytree(ASSETS / "export", tmp_path / "export"))
+def export(tmp_path, static_export) -> Path:
+    """A writable static-K export of the default model (tiny model, 96x96, K_max 32)."""
+    return Path(shutil.copytree(static_export, tmp_path / "export"))
 
 
 @pytest.fixture()

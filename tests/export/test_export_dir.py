@@ -134,7 +134,8 @@ def test_assets_export_matches_default_checkpoint(tmp_path):
     assert want["source"]["sha256"] == _sha(ckpt), "assets/export is stale: re-run the script"
     got_dir = checkpoint_to_onnx("default", tmp_path / "e", size=tuple(want["input_size"]),
                                  peaks=want["k_max"], rule=want["rule"], opset=want["opset"],
-                                 dynamic_size=want["dynamic_size"], unroll=want["unroll"]).out_dir
+                                 dynamic_size=want["dynamic_size"], unroll=want["unroll"],
+                                 dynamic_k=want.get("dynamic_k", False)).out_dir
     got = json.loads((got_dir / "manifest.json").read_text())
     assert {k: v for k, v in got.items() if k != "files"} == \
         {k: v for k, v in want.items() if k != "files"}
@@ -169,3 +170,22 @@ def test_peak_options_beyond_eq1_match_find_peaks(peaky_checkpoint, extra):
         want = find_peaks(crm, class_scores(crm, cfg).numpy() >= 0.0, cfg)
         assert int(count[0]) == len(want)
         np.testing.assert_array_equal(peaks[: len(want), :3], want[:, :3])
+
+
+def test_dynamic_k_backward_runs_only_the_found_peaks(static_export):
+    """--dynamic-k: prm has `count` rows, equal to the static graph's (whose rest are zero)."""
+    ort = pytest.importorskip("onnxruntime")
+    from icnseg.data.voc import read_image
+    from icnseg.postprocess import prepare_input
+
+    manifest = json.loads((ASSETS / "export" / "manifest.json").read_text())
+    sessions = [ort.InferenceSession(str(d / "prm.onnx"), providers=["CPUExecutionProvider"])
+                for d in (ASSETS / "export", static_export)]
+    for path in sorted((ASSETS / "samples").glob("*.jpg")):
+        _, x = prepare_input(read_image(path), tuple(manifest["input_size"]), manifest["mean"],
+                             manifest["std"])
+        (dyn, count), (static, _) = (s.run(["prm", "count"], {"image": x}) for s in sessions)
+        n = int(count[0])
+        assert n > 0 and dyn.shape == (n, *static.shape[1:]) and static.shape[0] == 32
+        np.testing.assert_allclose(dyn, static[:n], rtol=0, atol=1e-6 * np.abs(static).max())
+        assert not static[n:].any()

@@ -21,9 +21,9 @@ ENV = TrtEnv("tensorrt", "10.8.0.43", "NVIDIA H100 80GB HBM3", "9.0")
 
 
 @pytest.fixture()
-def export(tmp_path) -> Path:
-    """A writable copy of the shipped export."""
-    return Path(shutil.copytree(ASSETS / "export", tmp_path / "export"))
+def export(tmp_path, static_export) -> Path:
+    """A writable static-K export of the default model (TensorRT needs one)."""
+    return Path(shutil.copytree(static_export, tmp_path / "export"))
 
 
 def _image() -> np.ndarray:
@@ -179,3 +179,19 @@ def test_tensorrt_engine_resolution(export, monkeypatch):
         tb.resolve_engine(built["icn"])
     with pytest.raises(InputError, match="no such engine file"):
         tb.resolve_engine(export / "engines" / "missing.engine")
+
+
+def test_dynamic_k_export_refuses_tensorrt(tmp_path):
+    """The shipped --dynamic-k export runs on ONNX Runtime; TensorRT gets a clear error."""
+    import json
+
+    from icnseg.errors import ConfigError
+    from icnseg.export.engine import build_engines
+    from icnseg.runtime import ExportedModel
+
+    assert json.loads((ASSETS / "export" / "manifest.json").read_text())["dynamic_k"]
+    with pytest.raises(ConfigError, match="--dynamic-k"):
+        ExportedModel(ASSETS / "export", backend="tensorrt", device="cuda")
+    export = Path(shutil.copytree(ASSETS / "export", tmp_path / "e"))
+    with pytest.raises(ConfigError, match="without --dynamic-k"):
+        build_engines(export, "fp32")

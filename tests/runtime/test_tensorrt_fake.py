@@ -182,7 +182,7 @@ def _fake_tensorrt(mem: Memory) -> types.ModuleType:
 
 
 @pytest.fixture()
-def fake_gpu(monkeypatch, tmp_path):
+def fake_gpu(monkeypatch, tmp_path, static_export):
     """Stand-in tensorrt + pycuda, and an export copy whose 'engines' name their ONNX file."""
     from icnseg import cuda
 
@@ -193,7 +193,7 @@ def fake_gpu(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)
     monkeypatch.setattr(cuda, "_state", {})
     monkeypatch.setattr(cuda.atexit, "register", lambda f: None)
-    export = Path(shutil.copytree(ASSETS / "export", tmp_path / "e"))
+    export = Path(shutil.copytree(static_export, tmp_path / "e"))
 
     def build(onnx, engine, **kw):
         engine.write_bytes(b"FAKE:" + str(onnx).encode())

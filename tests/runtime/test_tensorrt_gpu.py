@@ -33,11 +33,11 @@ def trt_env():
 
 
 @pytest.fixture(scope="module")
-def built(trt_env, tmp_path_factory):
+def built(trt_env, tmp_path_factory, static_export):
     """(export dir, fp32 build results, seconds of the first build)."""
     from icnseg.export.engine import build_engines
 
-    export = Path(shutil.copytree(ASSETS / "export", tmp_path_factory.mktemp("trt") / "e"))
+    export = Path(shutil.copytree(static_export, tmp_path_factory.mktemp("trt") / "e"))
     t0 = time.perf_counter()
     results = build_engines(export, "fp32")
     return export, results, time.perf_counter() - t0
