@@ -97,6 +97,18 @@ def _device_for(backend: str, device: str | None) -> str:
     return device
 
 
+def _prefetch_depth(depth: int | None, device: str) -> int:
+    """--prefetch, or by default 3 on a GPU (the host is idle during device work) and 0 on
+    the CPU (the networks use every core; measured by benchmarks/stream_overlap.py)."""
+    from icnseg.run import PREFETCH_DEPTH
+
+    if depth is None:
+        return PREFETCH_DEPTH if device != "cpu" else 0
+    if depth < 0:
+        raise ConfigError(f"--prefetch must be >= 0, got {depth}")
+    return depth
+
+
 def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
     from icnseg.run import expand_inputs, make_sources, run_sources
 
@@ -113,7 +125,8 @@ def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
     }
     summary = run_sources(segment_fn, sources, out, model.classes, config,
                           proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
-                          frame_png=getattr(args, "frame_png", False))
+                          frame_png=getattr(args, "frame_png", False),
+                          depth=_prefetch_depth(getattr(args, "prefetch", None), args.device))
     for video in summary.videos:
         print(f"annotated video: {video}")
     print(summary.line(out))
@@ -302,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segment at most N frames of each video / camera (default: all)")
     p.add_argument("--every", type=int, default=1, metavar="N",
                    help="segment every N-th frame of videos / cameras (default: 1)")
+    p.add_argument("--prefetch", type=int, default=None, metavar="N",
+                   help="frames decoded + prepared ahead in a thread, 0 = inline "
+                        "(default: 3 on a GPU, 0 on the CPU)")
     p.add_argument("--frame-png", action="store_true",
                    help="also write an overlay PNG per video frame")
     p.set_defaults(func=_cmd_run)

@@ -8,9 +8,10 @@ per frame and one annotated video ``<stem>.mp4``. A bad input fails alone, never
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,6 +193,17 @@ class _Writer:
         self.video.write(overlay)
 
 
+@contextlib.contextmanager
+def _frames(sources: Sequence, prepare: Callable[[Frame], Frame], depth: int) -> Iterator:
+    """Prepared frames: ``depth`` ahead in a Prefetcher thread, or inline when depth is 0."""
+    if depth > 0:
+        with Prefetcher(iter_frames(sources), prepare, depth) as frames:
+            yield frames
+        return
+    with contextlib.closing(iter_frames(sources)) as frames:
+        yield map(prepare, frames)
+
+
 def run_sources(
     segment_fn: Callable,
     sources: Sequence[ImageSource | CaptureSource],
@@ -214,7 +226,7 @@ def run_sources(
     t0 = time.perf_counter()
     try:
         with (
-            Prefetcher(iter_frames(sources), _preparer(segment_fn, proposals), depth) as frames,
+            _frames(sources, _preparer(segment_fn, proposals), depth) as frames,
             tqdm(frames, desc="segment", unit="frame", disable=None if progress else True,
                  leave=False) as bar,
         ):

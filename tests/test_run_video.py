@@ -226,3 +226,21 @@ def test_segment_errors_name_the_frame(clip, tmp_path):
     assert summary.failed == [(str(clip), "clip.mp4#000001: image: expected uint8 pixels")]
     assert summary.frames == 4 and summary.videos == [str(tmp_path / "o" / "clip.mp4")]
     assert len(fn.calls) == 5 and set(fn.calls) == {threading.get_ident()}  # device work here
+
+
+@pytest.mark.parametrize("depth", ["0", "2"])
+def test_inline_and_prefetched_runs_write_the_same(clip, tmp_path, capsys, depth):
+    pytest.importorskip("onnxruntime")
+    ref, out = tmp_path / "ref", tmp_path / f"d{depth}"
+    assert _run(["run", "default", str(clip), "--out", str(ref), *ORT], capsys)[0] == 0
+    rc, _, errors = _run(["run", "default", str(clip), "--out", str(out), "--prefetch", depth,
+                          *ORT], capsys)
+    assert rc == 0, errors
+    for i in range(5):
+        a = json.loads((ref / "clip" / f"{i:06d}.json").read_text())["instances"]
+        b = json.loads((out / "clip" / f"{i:06d}.json").read_text())["instances"]
+        assert a == b
+    assert len(read_back(out / "clip.mp4")[0]) == 5
+    rc, _, errors = _run(["run", "default", str(clip), "--out", str(tmp_path / "x"),
+                          "--prefetch", "-1", *ORT], capsys)
+    assert rc == 1 and "--prefetch must be >= 0" in errors[0]
