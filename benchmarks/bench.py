@@ -9,6 +9,7 @@ timed iterations go round-robin over the backends so that machine noise hits all
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -191,7 +192,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         samples = _timed_loop(loaded, inputs, cfg.warmup, cfg.iters)
         result = _report(cfg, loaded, inputs, samples)
         for name, runner in loaded.runners.items():
-            if isinstance(runner, ExportedRunner):
+            if isinstance(runner, ExportedRunner) and importlib.util.find_spec("onnx"):
                 ks = [len(first[name][i % len(inputs)][1].peaks) for i in range(cfg.iters)]
                 result["backends"][name]["roofline"] = stage_roofline(
                     runner.model.path, ks, result["backends"][name]["stages_ms"], cfg.device)

@@ -5,12 +5,13 @@ prm_backward, icn, proposals, binarise (binarise + contour + background), matche
 scores + arg-max), nms, postprocess (masks to image size). An exported ``prm.onnx`` computes
 forward, peaks and backward in one graph; its forward share is measured with a forward-only
 copy of the graph on the same input, and the backward is the rest (``derived`` stages);
-where no forward-only copy can be loaded (a TensorRT engine is built per graph), the whole
-graph is one ``prm`` stage.
+where no forward-only copy can be made (a TensorRT engine is built per graph; no ``onnx``
+package in a runtime-only install), the whole graph is one ``prm`` stage.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ class ExportedRunner:
         self.name = (model.backend_name if model.device == "cpu"
                      else f"{model.backend_name}-{model.device}")
         self.forward, self.derived = None, ()
-        if model.backend_name == "onnxruntime":
+        if model.backend_name == "onnxruntime" and importlib.util.find_spec("onnx"):
             import onnx.utils
 
             from icnseg.runtime.backend import load_backend
