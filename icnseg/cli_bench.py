@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 
@@ -10,8 +11,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from icnseg.benchmarks.bench import BenchConfig, run_bench
     from icnseg.benchmarks.report import render_markdown, write_results
 
-    backends = tuple(args.backend) if args.backend else (() if args.baseline else
-                                                          ("torch", "onnxruntime"))
+    if args.backend:
+        backends = tuple(args.backend)
+    elif importlib.util.find_spec("torch") is not None:
+        backends = ("torch", "onnxruntime")
+    else:  # a runtime-only install, as the demo does
+        backends = ("onnxruntime",)
+        print("bench: PyTorch not installed: --backend onnxruntime only", file=sys.stderr)
     cfg = BenchConfig(model=args.model, backends=backends, device=args.device,
                       baseline=args.baseline, iters=args.iters, warmup=args.warmup,
                       images=tuple(args.images or ()), streams=args.streams,
@@ -30,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "backends side by side (outputs checked equal first)")
     p.add_argument("model", help="checkpoint file, export directory or 'default'")
     p.add_argument("--backend", action="append", choices=("torch", "onnxruntime", "tensorrt"),
-                   help="repeatable (default: torch and onnxruntime)")
+                   help="repeatable (default: torch and onnxruntime; onnxruntime without torch)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt"),
                    help="device of the runtime backends (default: cpu)")
     p.add_argument("--baseline", action="store_true",
