@@ -252,11 +252,13 @@ def build_engines(export_dir: str | os.PathLike, precision: str = "fp32", *,
                   workspace_mb: int | None = None, timing_cache: str | os.PathLike | None = None,
                   force: bool = False, env: TrtEnv | None = None,
                   log: Callable[[str], None] | None = None,
+                  size_range: tuple[Sequence[int], Sequence[int]] | None = None,
                   build_fn=onnx_to_engine) -> list[BuildResult]:
     """Engines for every graph of ``export_dir`` through the engine cache (reused when valid).
 
     Checks run cheapest first: options, manifest + ONNX hashes, calibration folder, then
-    TensorRT and the GPU. ``env`` / ``build_fn`` exist for tests of the cache logic.
+    TensorRT and the GPU. ``size_range`` ((Hmin, Wmin), (Hmax, Wmax)) sets the H/W profile of
+    a ``--dynamic-size`` icn.onnx. ``env`` / ``build_fn`` exist for tests of the cache logic.
     """
     EngineSpec(precision=precision, dla_core=dla_core, workspace_mb=workspace_mb,
                calib_sha256="-" if calib else None).check()
@@ -267,6 +269,9 @@ def build_engines(export_dir: str | os.PathLike, precision: str = "fp32", *,
         raise ConfigError(f"{export_dir}: exported with --dynamic-k (a data-dependent K in "
                           "prm.onnx); TensorRT engines need a static export: run icnseg export "
                           "again without --dynamic-k")
+    if size_range is not None and not manifest.get("dynamic_size"):
+        raise ConfigError(f"{export_dir}: exported at a fixed size {manifest['input_size']}; "
+                          "--sizes needs an export made with --dynamic-size")
     images = list_images(calib) if precision == "int8" else None
     digest = images_digest(images) if images else None
     if env is None:
@@ -278,7 +283,7 @@ def build_engines(export_dir: str | os.PathLike, precision: str = "fp32", *,
     results = []
     for role, onnx_path in sorted(files.items(), key=lambda kv: kv[0] != "prm"):
         profiles = profile_shapes(graph_input_shapes(manifest, role), int(manifest["k_max"]),
-                                  manifest["input_size"])
+                                  manifest["input_size"], size_range=size_range)
         spec = EngineSpec(precision=precision, dla_core=dla_core, workspace_mb=workspace_mb,
                           profiles=profiles, calib_sha256=digest)
 
@@ -287,7 +292,7 @@ def build_engines(export_dir: str | os.PathLike, precision: str = "fp32", *,
                 log(f"building {src.name} ({precision}) with {env.describe()} ...")
             build_fn(src, dst, manifest=manifest, precision=precision,
                      workspace_mb=workspace_mb, dla_core=dla_core, calib_images=images,
-                     calib_cache=calib_cache, timing_cache=timing)
+                     calib_cache=calib_cache, timing_cache=timing, size_range=size_range)
 
         sha = manifest["files"][role]["sha256"]
         results.append(build_cached(export_dir, role, onnx_path, sha, env, spec, build, force))

@@ -33,7 +33,10 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     results = build_engines(args.dir, precision, calib=args.calib, dla_core=args.dla,
                             workspace_mb=args.workspace, timing_cache=args.timing_cache,
-                            force=args.force, log=print)
+                            force=args.force, log=print,
+                            size_range=((args.sizes[0], args.sizes[1]), (args.sizes[2],
+                                                                         args.sizes[3]))
+                            if args.sizes else None)
     for r in results:
         what = "reused" if r.reused else "built "
         why = f"  (rebuilt: {r.rebuilt_because})" if r.rebuilt_because else ""
@@ -62,6 +65,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="builder workspace limit in MB (default: TensorRT's)")
     p.add_argument("--timing-cache", metavar="FILE", default=None,
                    help="timing cache file (default: DIR/engines/timing.<gpu+trt>.cache)")
+    p.add_argument("--sizes", type=int, nargs=4, metavar=("HMIN", "WMIN", "HMAX", "WMAX"),
+                   default=None, help="H/W profile range of a --dynamic-size icn.onnx "
+                   "(default: the export's input size)")
     p.add_argument("--force", action="store_true", help="rebuild even when a valid engine exists")
     p.set_defaults(func=cmd_build_engine)
     return p

@@ -247,3 +247,19 @@ def test_fp32_layers_are_the_prm_rule_reciprocal_chain() -> None:
     assert convs and not any(c.name in pinned for c in convs)
     assert fp32_layers(["n/layer1.0.conv1.invz_3", "n/x.gback/ConvTranspose", "n/x.grad"]) == [
         "n/layer1.0.conv1.invz_3", "n/x.gback/ConvTranspose"]
+
+
+def test_size_range_needs_a_dynamic_size_export(export, tmp_path):
+    from icnseg.export.pipeline import checkpoint_to_onnx
+
+    sizes = ((64, 64), (192, 160))
+    with pytest.raises(ConfigError, match="--dynamic-size"):
+        build_engines(export, "fp32", env=ENV, build_fn=FakeBuild(), size_range=sizes)
+    dyn = checkpoint_to_onnx("default", tmp_path / "dyn", dynamic_size=True).out_dir
+    fake = FakeBuild()
+    results = build_engines(dyn, "fp32", env=ENV, build_fn=fake, size_range=sizes)
+    icn = next(c for c in fake.calls if c["onnx"].name == "icn.onnx")
+    assert icn["size_range"] == sizes and not any(r.reused for r in results)
+    # another range is another engine (the profiles are part of the cache key)
+    again = build_engines(dyn, "fp32", env=ENV, build_fn=fake, size_range=((64, 64), (96, 96)))
+    assert again[0].reused and not again[1].reused
