@@ -141,14 +141,27 @@ def load_inputs(paths: Sequence[str], input_size: tuple[int, int]) -> list[dict[
     return inputs
 
 
-def _timed_loop(loaded: Loaded, inputs: list[dict[str, Any]], warmup: int, iters: int
-                ) -> dict[str, dict[str, list[float]]]:
+def device_sync(device: str) -> Callable[[], None] | None:
+    """A wait for all queued GPU work (so each stage is charged its own kernels), or None."""
+    if device == "cpu":
+        return None
+    from icnseg.cuda import cuda_driver
+    from icnseg.errors import IcnsegError
+
+    try:
+        return cuda_driver().Context.synchronize
+    except IcnsegError:  # no pycuda: ONNX Runtime's runs return when their work is done
+        return None
+
+
+def _timed_loop(loaded: Loaded, inputs: list[dict[str, Any]], warmup: int, iters: int,
+                sync: Callable[[], None] | None = None) -> dict[str, dict[str, list[float]]]:
     """Round-robin over runners; per runner {stage or 'e2e': [seconds per timed image]}."""
     out: dict[str, dict[str, list[float]]] = {n: {} for n in loaded.runners}
     for it in range(warmup + iters):
         item = inputs[it % len(inputs)]
         for name, runner in loaded.runners.items():
-            timer = StageTimer()
+            timer = StageTimer(sync)
             t0 = time.perf_counter()
             runner.segment(item["image"], item["proposals"], timer)
             wall = time.perf_counter() - t0
@@ -189,7 +202,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         check_agreement(reference, first, names)
         log(f"outputs agree with {reference} on {len(inputs)} image(s); timing "
             f"{cfg.warmup} + {cfg.iters} image(s) per backend")
-        samples = _timed_loop(loaded, inputs, cfg.warmup, cfg.iters)
+        samples = _timed_loop(loaded, inputs, cfg.warmup, cfg.iters, device_sync(cfg.device))
         result = _report(cfg, loaded, inputs, samples)
         for name, runner in loaded.runners.items():
             if isinstance(runner, ExportedRunner) and importlib.util.find_spec("onnx"):

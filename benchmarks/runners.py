@@ -100,7 +100,12 @@ class ExportedRunner:
         """Instances and stages of one image; with a timer, the prm graph's time is split."""
         split = timer is not None
         timer = timer or StageTimer()
-        stages = self.model.run_stages(image, self.cfg, timer)
+        with timer("preprocess"):
+            resized, _ = prepare_input(image, self.model.input_size, self.model.mean,
+                                       self.model.std)
+        # on a GPU the matching runs on the device maps: keep them for the agreement check only
+        instances, stages = self.model.segment_with_stages(
+            resized, image.shape[:2], proposals, self.cfg, timer, keep_maps=not split)
         prm = timer.seconds.get("prm")
         if split and prm is not None and self.forward is not None:
             del timer.seconds["prm"]
@@ -110,8 +115,7 @@ class ExportedRunner:
             fwd = min(time.perf_counter() - t0, prm)
             timer.add("prm_forward", fwd)
             timer.add("prm_backward", prm - fwd)
-        return segment_stages(stages, image.shape[:2], self.classes, self.cfg, proposals,
-                              timer), stages
+        return instances, stages
 
     def close(self) -> None:
         """Release the sessions (and the forward-only copy)."""

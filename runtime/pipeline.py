@@ -26,6 +26,7 @@ from icnseg.postprocess import (
     no_clock,
     prepare_input,
     rescale_instances,
+    resize_proposals,
     segment_stages,
 )
 from icnseg.proposals.types import Proposals
@@ -74,7 +75,6 @@ class ExportedModel:
         # backend can and the device is a GPU; on the CPU host arrays are as fast.
         self.on_device = device != "cpu" and all(
             hasattr(b, "run_device") for b in (self.prm, self.icn) if b is not None)
-        self.device_maps = None  # the last device run's final maps (DeviceArray [K, H, W])
 
     def segment_config(self, **overrides: Any) -> SegmentConfig:
         """The exported settings + overrides; graph-baked ones (rule, peaks) cannot change."""
@@ -119,10 +119,15 @@ class ExportedModel:
         return stages
 
     def _run_stages_device(self, resized: np.ndarray, x: np.ndarray, cfg: SegmentConfig,
-                           clock: Clock = no_clock, maps_to_host: bool = True) -> Stages:
-        """``run_stages`` with device-resident outputs: the naive PRMs feed the ICN in place,
-        each ICN pass feeds the next; only the small outputs and the results come back.
-        The final device maps [K, H, W] are kept as ``self.device_maps`` (None without peaks)."""
+                           clock: Clock = no_clock) -> Stages:
+        """``run_stages`` with device-resident outputs (see ``_device_stages``)."""
+        return self._device_stages(resized, x, cfg, clock, True)[0]
+
+    def _device_stages(self, resized: np.ndarray, x: np.ndarray, cfg: SegmentConfig,
+                       clock: Clock, maps_to_host: bool) -> tuple[Stages, Any]:
+        """(Stages, final device maps [K, H, W] or None without peaks): the naive PRMs feed the
+        ICN in place, each ICN pass feeds the next; only the small outputs come back (and the
+        final maps, with ``maps_to_host``)."""
         prm, icn = self.prm, self.icn
         with clock("prm"):
             out = prm.run_device({"image": x})
@@ -131,16 +136,16 @@ class ExportedModel:
         naive = out["prm"].rows(n)
         stages = Stages(resized, host["class_scores"][0], host["peaks"][:n], prm.to_host(naive),
                         crm=host["crm"][0])
-        self.device_maps = naive if n else None
+        maps = naive if n else None
         if cfg.iterations > 0 and n:
             v = naive.reshape(n, 1, *naive.shape[1:])
             with clock("icn"):
                 for _ in range(cfg.iterations // self.unroll):
                     v = icn.run_device({"image": x, "prm": v}, ["map"])["map"]
-                self.device_maps = v.reshape(n, *v.shape[2:])
+                maps = v.reshape(n, *v.shape[2:])
                 if maps_to_host:
                     stages.enhanced = icn.to_host(v)[:, 0]
-        return stages
+        return stages, maps
 
     def matches_on_device(self, cfg: SegmentConfig) -> bool:
         """True when ``segment`` matches with the CUDA kernels (GPU, pycuda, supported cfg)."""
@@ -151,26 +156,37 @@ class ExportedModel:
     def segment_resized(self, resized: np.ndarray, shape: tuple[int, int],
                         proposals: Proposals | None, cfg: SegmentConfig) -> list[Instance]:
         """Instances at ``shape`` of an image already resized to the model input (uint8)."""
+        return self.segment_with_stages(resized, shape, proposals, cfg)[0]
+
+    def segment_with_stages(self, resized: np.ndarray, shape: tuple[int, int],
+                            proposals: Proposals | None, cfg: SegmentConfig,
+                            clock: Clock = no_clock, keep_maps: bool = False
+                            ) -> tuple[list[Instance], Stages]:
+        """``segment_resized`` plus the image's Stages (on a GPU the final maps are copied to
+        the host only with ``keep_maps``, e.g. for a comparison). Thread-safe."""
         if not self.matches_on_device(cfg):
-            return segment_stages(self.run_stages(resized, cfg), shape, self.classes, cfg,
-                                  proposals)
+            stages = self.run_stages(resized, cfg, clock)
+            return segment_stages(stages, shape, self.classes, cfg, proposals, clock), stages
         from icnseg.proposals.generate import generate_proposals
         from icnseg.runtime.device_match import match_on_device
 
         _, x = prepare_input(resized, self.input_size, self.mean, self.std)
-        stages = self._run_stages_device(resized, x, cfg, maps_to_host=False)
-        if self.device_maps is None:
-            return []
-        if proposals is None:
-            proposals = generate_proposals(resized)
+        stages, maps = self._device_stages(resized, x, cfg, clock, keep_maps)
+        if maps is None:
+            return [], stages
+        with clock("proposals"):
+            proposals = (generate_proposals(resized) if proposals is None
+                         else resize_proposals(proposals, resized.shape[:2]))
         stream = None
         if self.backend_name == "tensorrt":
             from icnseg.cuda import shared_stream
 
             stream = shared_stream()
-        instances = match_on_device(stages, self.device_maps, proposals, self.classes, cfg,
-                                    normalize=cfg.iterations == 0, stream=stream)
-        return rescale_instances(instances, shape)
+        with clock("matcher"):  # binarise, Eq. 5, arg-max and NMS: one device chain
+            instances = match_on_device(stages, maps, proposals, self.classes, cfg,
+                                        normalize=cfg.iterations == 0, stream=stream)
+        with clock("postprocess"):
+            return rescale_instances(instances, shape), stages
 
     def segment(self, image_rgb_uint8: np.ndarray, proposals: Proposals | None = None,
                 config: SegmentConfig | None = None) -> list[Instance]:
