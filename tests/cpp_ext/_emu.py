@@ -79,9 +79,13 @@ class EmuArray:
     blocking_reads = 0  # get() without async_: would wait for the device on a GPU
 
     def __init__(self, shape: Any, dtype: Any, _view: np.ndarray | None = None,
-                 _raw: np.ndarray | None = None) -> None:
+                 _raw: np.ndarray | None = None, gpudata: int | None = None) -> None:
         shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
         dtype = np.dtype(dtype)
+        if gpudata is not None:  # GPUArray(shape, dtype, gpudata=ptr): a view of memory we own
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            buf = (ctypes.c_uint8 * nbytes).from_address(int(gpudata))
+            _view = np.frombuffer(buf, np.uint8).view(dtype).reshape(shape)
         if _view is None:
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             _raw = np.full(nbytes + 2 * GUARD, 0xA5, np.uint8)
@@ -110,8 +114,9 @@ class EmuArray:
         return self.get(ary=ary, async_=True, stream=stream)
 
     def guards_ok(self) -> bool:
-        """True while the guard bands are untouched."""
-        return bool((self._raw[:GUARD] == 0xA5).all() and (self._raw[-GUARD:] == 0xA5).all())
+        """True while the guard bands are untouched (views of foreign memory have none)."""
+        raw = self._raw
+        return raw is None or bool((raw[:GUARD] == 0xA5).all() and (raw[-GUARD:] == 0xA5).all())
 
 
 def _to_gpu(ary: np.ndarray, stream: Any = None) -> EmuArray:
