@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from icnseg.errors import InputError
+from icnseg.proposals.types import pack_masks
 
 _CHUNK_BYTES = 1 << 25  # float32 working set per matrix-product block
 _POPCOUNT_PAIRS = 4096  # up to this many mask pairs, packed popcounts beat a matrix product
@@ -26,7 +27,7 @@ def mask_intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise InputError(f"mask sizes differ: {np.shape(a)[1:]} vs {np.shape(b)[1:]}")
     hw = fa.shape[1]
     if hasattr(np, "bitwise_count") and len(fa) * len(fb) <= _POPCOUNT_PAIRS:
-        return _packed_intersections(fa, fb)
+        return _packed_intersections(pack_masks(a), pack_masks(b))
     # float32 sums of 0/1 are exact below 2**24 pixels; larger images use float64.
     dtype = np.float32 if hw < (1 << 24) else np.float64
     out = np.zeros((fa.shape[0], fb.shape[0]))
@@ -39,21 +40,11 @@ def mask_intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _packed(flat: np.ndarray) -> np.ndarray:
-    """bool [N, P] -> uint64 [N, ceil(P / 64)] bit-packed rows (zero padded)."""
-    packed = np.packbits(flat, axis=1)
-    pad = -packed.shape[1] % 8
-    if pad:
-        packed = np.pad(packed, ((0, 0), (0, pad)))
-    return np.ascontiguousarray(packed).view(np.uint64)
-
-
-def _packed_intersections(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
-    """Intersections by AND + popcount of packed rows (numpy >= 2.0; no BLAS threads, which
-    on a small problem cost more in wake-ups than the arithmetic)."""
-    pa, pb = _packed(fa), _packed(fb)
-    out = np.zeros((len(fa), len(fb)))
-    step = max(1, _CHUNK_BYTES // 8 // max(pb.size, 1))
+def _packed_intersections(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+    """Intersections by AND + popcount of bit-packed rows (numpy >= 2.0; no BLAS threads,
+    which on a small problem cost more in wake-ups than the arithmetic)."""
+    out = np.zeros((len(pa), len(pb)))
+    step = max(1, _CHUNK_BYTES // pb.itemsize // max(pb.size, 1))
     for i in range(0, len(pa), step):
         both = pa[i:i + step, None, :] & pb[None, :, :]
         out[i:i + step] = np.bitwise_count(both).sum(axis=2, dtype=np.int64)
