@@ -12,6 +12,7 @@ Two backward rules (DESIGN.md, "The method in one screen"):
 from __future__ import annotations
 
 import contextlib
+import threading
 import types
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ from torch import nn
 from icnseg.errors import ConfigError
 
 RULES = ("gradient", "prm")
+_RULE_LOCK = threading.RLock()  # held while a backprop_rule block runs (see there)
 PRM_EPS = 1e-10  # the original PRM's stabiliser; also the threshold below which Z counts as zero
 
 
@@ -84,9 +86,20 @@ def _prm_forward(self: nn.Conv2d, u: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def backprop_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
-    """Inside the block every Conv2d of ``model`` back-propagates with ``rule`` (same forward)."""
+    """Inside the block every Conv2d of ``model`` back-propagates with ``rule`` (same forward).
+
+    The rule is swapped in by patching the modules, which every thread sees, so one block runs
+    at a time process-wide: otherwise a thread could restore another's patch mid-backward, or
+    run the gradient rule through patched convs.
+    """
     if rule not in RULES:
         raise ConfigError(f"unknown backprop rule {rule!r}; choose one of {', '.join(RULES)}")
+    with _RULE_LOCK:
+        yield from _patched(model, rule)
+
+
+def _patched(model: nn.Module, rule: str) -> Iterator[nn.Module]:
+    """The body of ``backprop_rule`` (caller holds the lock)."""
     if rule == "gradient":
         yield model
         return

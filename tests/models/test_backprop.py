@@ -156,3 +156,27 @@ def test_errors_and_empty(tiny):
         peak_response_maps(tiny, torch.randn(2, 3, 16, 16), PEAKS)
     with pytest.raises(ConfigError), backprop_rule(tiny, "lrp"):
         pass
+
+
+def test_rules_in_concurrent_threads_give_their_own_maps(tiny):
+    """Threads mixing both rules: each call equals its single-threaded result, no patch left."""
+    import threading
+
+    torch.manual_seed(3)
+    x = torch.randn(1, 3, 32, 32)
+    want = {r: peak_response_maps(tiny, x, PEAKS, rule=r) for r in ("prm", "gradient")}
+    assert not torch.equal(want["prm"], want["gradient"])
+    wrong: list[str] = []
+
+    def work(rule: str) -> None:
+        for _ in range(10):
+            if not torch.equal(peak_response_maps(tiny, x, PEAKS, rule=rule), want[rule]):
+                wrong.append(rule)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in ("prm", "gradient") * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    assert not any("forward" in m.__dict__ for m in tiny.modules())
