@@ -187,6 +187,16 @@ def resize_proposals(proposals: Proposals, shape: tuple[int, int]) -> Proposals:
     return Proposals(masks=masks)
 
 
+def proposals_for(model_input: np.ndarray, proposals: Proposals | None) -> Proposals:
+    """The proposals of an image resized to the model input: built-in ones made from it when
+    none are given, else the given ones resized (nearest) to its size."""
+    if proposals is None:
+        from icnseg.proposals.generate import generate_proposals
+
+        return generate_proposals(model_input)
+    return resize_proposals(proposals, model_input.shape[:2])
+
+
 def segment_stages(
     stages: Stages,
     shape: tuple[int, int],
@@ -197,12 +207,7 @@ def segment_stages(
 ) -> list[Instance]:
     """Proposals (built-in unless given) -> matching -> NMS, masks returned at ``shape``."""
     with clock("proposals"):
-        if proposals is None:
-            from icnseg.proposals.generate import generate_proposals
-
-            proposals = generate_proposals(stages.image)
-        else:
-            proposals = resize_proposals(proposals, stages.image.shape[:2])
+        proposals = proposals_for(stages.image, proposals)
     instances = select_instances(stages, proposals, classes, cfg, clock)
     with clock("postprocess"):
         return rescale_instances(instances, shape)

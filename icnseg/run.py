@@ -76,15 +76,12 @@ class StagesSegmenter:
 
     def prepare(self, image: np.ndarray, proposals=None) -> Prepared:
         """Resize to the model input and build (or resize the given) proposals."""
-        from icnseg.postprocess import check_image, prepare_input, resize_proposals
-        from icnseg.proposals.generate import generate_proposals
+        from icnseg.postprocess import check_image, prepare_input, proposals_for
 
         image = check_image(image)
         resized, _ = prepare_input(image, self.input_size, self.mean, self.std)
         # the same proposals segment_stages would build from Stages.image (= this resize)
-        props = (generate_proposals(resized) if proposals is None
-                 else resize_proposals(proposals, resized.shape[:2]))
-        return Prepared(image, resized, props)
+        return Prepared(image, resized, proposals_for(resized, proposals))
 
     def segment(self, p: Prepared) -> tuple[list, np.ndarray | None]:
         """Instances at the frame's size, and the PRM panel if asked for."""

@@ -25,8 +25,8 @@ from icnseg.postprocess import (
     check_image,
     no_clock,
     prepare_input,
+    proposals_for,
     rescale_instances,
-    resize_proposals,
     segment_stages,
 )
 from icnseg.proposals.types import Proposals
@@ -167,7 +167,6 @@ class ExportedModel:
         if not self.matches_on_device(cfg):
             stages = self.run_stages(resized, cfg, clock)
             return segment_stages(stages, shape, self.classes, cfg, proposals, clock), stages
-        from icnseg.proposals.generate import generate_proposals
         from icnseg.runtime.device_match import match_on_device
 
         _, x = prepare_input(resized, self.input_size, self.mean, self.std)
@@ -175,8 +174,7 @@ class ExportedModel:
         if maps is None:
             return [], stages
         with clock("proposals"):
-            proposals = (generate_proposals(resized) if proposals is None
-                         else resize_proposals(proposals, resized.shape[:2]))
+            proposals = proposals_for(resized, proposals)
         stream = None
         if self.backend_name == "tensorrt":
             from icnseg.cuda import shared_stream
