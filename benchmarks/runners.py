@@ -101,7 +101,7 @@ class ExportedRunner:
         split = timer is not None
         timer = timer or StageTimer()
         with timer("preprocess"):
-            resized, _ = prepare_input(image, self.model.input_size, self.model.mean,
+            resized, x = prepare_input(image, self.model.input_size, self.model.mean,
                                        self.model.std)
         # on a GPU the matching runs on the device maps: keep them for the agreement check only
         instances, stages = self.model.segment_with_stages(
@@ -109,7 +109,6 @@ class ExportedRunner:
         prm = timer.seconds.get("prm")
         if split and prm is not None and self.forward is not None:
             del timer.seconds["prm"]
-            _, x = prepare_input(image, self.model.input_size, self.model.mean, self.model.std)
             t0 = time.perf_counter()
             self.forward.run({"image": x})
             fwd = min(time.perf_counter() - t0, prm)
