@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from scipy import ndimage
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +100,59 @@ def peaky_export(peaky_checkpoint, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("export") / "peaky"
     return checkpoint_to_onnx(peaky_checkpoint, out, peaks=8).out_dir
+
+
+def gaussian_by_hand(sigma: float, size: int) -> np.ndarray:
+    """2-D Gaussian exp(-(y^2+x^2)/(2 sigma^2)) normalised to sum 1."""
+    r = size // 2
+    k = np.array(
+        [
+            [math.exp(-(y * y + x * x) / (2 * sigma * sigma)) for x in range(-r, r + 1)]
+            for y in range(-r, r + 1)
+        ]
+    )
+    return k / k.sum()
+
+
+def eq1_by_loops(crm: np.ndarray, present: np.ndarray, cfg) -> list:
+    """Eq. 1 with explicit loops; returns rows (c, y, x, value) sorted by (-value, c, y, x)."""
+    c_n, h, w = crm.shape
+    rows = []
+    for c in range(c_n):
+        if not present[c]:
+            continue
+        m = crm[c].astype(np.float64)
+        if cfg.filter == "gaussian":
+            g = ndimage.convolve(m, gaussian_by_hand(cfg.sigma, cfg.kernel_size), mode="constant")
+        else:
+            g = ndimage.median_filter(m, size=cfg.median_size, mode="constant", cval=0.0)
+        p = np.maximum(m - g - m.mean(), 0.0)
+        cand = []
+        r = cfg.window // 2
+        for y in range(h):
+            for x in range(w):
+                if p[y, x] <= 0:
+                    continue
+                nb = p[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
+                if p[y, x] >= nb.max():
+                    cand.append((c, y, x, p[y, x]))
+        if cfg.min_response is not None:
+            cand = [t for t in cand if m[t[1], t[2]] >= cfg.min_response]
+        if cfg.relative > 0 and cand:
+            top = max(t[3] for t in cand)
+            cand = [t for t in cand if t[3] >= cfg.relative * top]
+        rows += cand
+    rows.sort(key=lambda t: (-t[3], t[0], t[1], t[2]))
+    return rows[: cfg.max_peaks]
+
+
+@pytest.fixture(scope="session")
+def hand_gaussian():
+    """The 2-D Gaussian by its formula (``gaussian_by_hand``)."""
+    return gaussian_by_hand
+
+
+@pytest.fixture(scope="session")
+def brute_find_peaks():
+    """Eq. 1 by pixel loops (``eq1_by_loops``): the reference of find_peaks and prm.onnx."""
+    return eq1_by_loops

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,6 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto
-from scipy import ndimage
 
 from icnseg.errors import ExportError
 from icnseg.export.graph import GraphBuilder
@@ -41,48 +41,17 @@ def peaks_model(c: int, h: int, w: int, cfg: PeakConfig, k_max: int) -> onnx.Mod
     return model
 
 
-def brute_eq1(crm: np.ndarray, cfg: PeakConfig) -> list[tuple]:
-    """Eq. 1 by pixel loops (all classes present), rows sorted by (-value, c, y, x)."""
-    c_n, h, w = crm.shape
-    r = cfg.kernel_size // 2
-    ax = np.arange(-r, r + 1)
-    g1 = np.exp(-0.5 * (ax / cfg.sigma) ** 2)
-    kern = np.outer(g1, g1) / np.outer(g1, g1).sum()
-    rows = []
-    for c in range(c_n):
-        m = crm[c].astype(np.float64)
-        if cfg.filter == "gaussian":
-            smooth = ndimage.convolve(m, kern, mode="constant")
-        else:
-            smooth = ndimage.median_filter(m, size=cfg.median_size, mode="constant")
-        p = np.maximum(m - smooth - m.mean(), 0)
-        cand = []
-        q = cfg.window // 2
-        for y in range(h):
-            for x in range(w):
-                nb = p[max(0, y - q): y + q + 1, max(0, x - q): x + q + 1]
-                if p[y, x] > 0 and p[y, x] >= nb.max():
-                    cand.append((c, y, x, p[y, x]))
-        if cfg.min_response is not None:
-            cand = [t for t in cand if m[t[1], t[2]] >= cfg.min_response]
-        if cfg.relative > 0 and cand:
-            top = max(t[3] for t in cand)
-            cand = [t for t in cand if t[3] >= cfg.relative * top]
-        rows += cand
-    return sorted(rows, key=lambda t: (-t[3], t[0], t[1], t[2]))
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("filt", ["gaussian", "median"])
 @pytest.mark.parametrize("extra", [{}, {"min_response": 0.2, "relative": 0.4}])
-def test_peaks_equal_brute_force(seed, filt, extra, ort_session):
+def test_peaks_equal_brute_force(seed, filt, extra, ort_session, brute_find_peaks):
     rng = np.random.default_rng(seed)
     c, h, w, k_max = 3, 12, 14, 120
     crm = rng.normal(size=(c, h, w)).astype(np.float32)
     cfg = PeakConfig(filter=filt, score_threshold=0.0, **extra)  # every class present
     scores, peaks, count, seeds = ort_session(peaks_model(c, h, w, cfg, k_max)).run(
         None, {"crm": crm[None]})
-    want = brute_eq1(crm, cfg)[:k_max]
+    want = brute_find_peaks(crm, np.ones(c, bool), dataclasses.replace(cfg, max_peaks=k_max))
     n = int(count[0])
     assert n == len(want) and 0 < n < k_max
     np.testing.assert_array_equal(peaks[:n, :3], [r[:3] for r in want])

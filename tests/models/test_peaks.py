@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
 from icnseg.errors import ConfigError
 from icnseg.models.prm import (
@@ -20,51 +17,7 @@ from icnseg.models.prm import (
 )
 
 
-def hand_gaussian(sigma: float, size: int) -> np.ndarray:
-    """2-D Gaussian exp(-(y^2+x^2)/(2 sigma^2)) normalised to sum 1."""
-    r = size // 2
-    k = np.array(
-        [
-            [math.exp(-(y * y + x * x) / (2 * sigma * sigma)) for x in range(-r, r + 1)]
-            for y in range(-r, r + 1)
-        ]
-    )
-    return k / k.sum()
-
-
-def brute_find_peaks(crm: np.ndarray, present: np.ndarray, cfg: PeakConfig) -> list:
-    """Eq. 1 with explicit loops; returns rows (c, y, x, value) sorted by (-value, c, y, x)."""
-    c_n, h, w = crm.shape
-    rows = []
-    for c in range(c_n):
-        if not present[c]:
-            continue
-        m = crm[c].astype(np.float64)
-        if cfg.filter == "gaussian":
-            g = ndimage.convolve(m, hand_gaussian(cfg.sigma, cfg.kernel_size), mode="constant")
-        else:
-            g = ndimage.median_filter(m, size=cfg.median_size, mode="constant", cval=0.0)
-        p = np.maximum(m - g - m.mean(), 0.0)
-        cand = []
-        r = cfg.window // 2
-        for y in range(h):
-            for x in range(w):
-                if p[y, x] <= 0:
-                    continue
-                nb = p[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
-                if p[y, x] >= nb.max():
-                    cand.append((c, y, x, p[y, x]))
-        if cfg.min_response is not None:
-            cand = [t for t in cand if m[t[1], t[2]] >= cfg.min_response]
-        if cfg.relative > 0 and cand:
-            top = max(t[3] for t in cand)
-            cand = [t for t in cand if t[3] >= cfg.relative * top]
-        rows += cand
-    rows.sort(key=lambda t: (-t[3], t[0], t[1], t[2]))
-    return rows[: cfg.max_peaks]
-
-
-def test_gaussian_kernel_matches_formula():
+def test_gaussian_kernel_matches_formula(hand_gaussian):
     for sigma, size in [(1.0, 7), (0.7, 5), (2.0, 9)]:
         k = gaussian_kernel(sigma, size)
         assert k.dtype == np.float32 and k.shape == (size, size)
@@ -73,7 +26,7 @@ def test_gaussian_kernel_matches_formula():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("filt", ["gaussian", "median"])
-def test_find_peaks_equals_brute_force(seed, filt):
+def test_find_peaks_equals_brute_force(seed, filt, brute_find_peaks):
     rng = np.random.default_rng(seed)
     crm = rng.normal(size=(4, 13, 11)).astype(np.float32)
     crm[1, 6, 5] += 6.0  # a clear instance peak
@@ -89,7 +42,7 @@ def test_find_peaks_equals_brute_force(seed, filt):
 
 
 @pytest.mark.parametrize("min_response,relative", [(0.3, 0.0), (None, 0.5), (0.0, 0.4)])
-def test_find_peaks_extra_filters_equal_brute_force(min_response, relative):
+def test_find_peaks_extra_filters_equal_brute_force(min_response, relative, brute_find_peaks):
     rng = np.random.default_rng(7)
     crm = rng.normal(size=(3, 14, 12)).astype(np.float32)
     cfg = PeakConfig(max_peaks=1000, min_response=min_response, relative=relative)
@@ -99,7 +52,7 @@ def test_find_peaks_extra_filters_equal_brute_force(min_response, relative):
     np.testing.assert_array_equal(got[:, :3], [r[:3] for r in want])
 
 
-def test_find_peaks_tensor_input_cap_and_order():
+def test_find_peaks_tensor_input_cap_and_order(brute_find_peaks):
     rng = np.random.default_rng(3)
     crm = rng.normal(size=(3, 16, 16)).astype(np.float32)
     present = np.ones(3, bool)
