@@ -9,6 +9,7 @@ from pathlib import Path
 
 from icnseg import __version__
 from icnseg.cli_config import add_config_args, config_from_args
+from icnseg.cli_util import human_bytes, torch_available
 from icnseg.errors import ConfigError, IcnsegError
 
 
@@ -137,16 +138,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run(args.model, args.inputs, args.out, args)
 
 
-def _torch_available() -> bool:
-    """True if PyTorch can be imported (decides the demo's backend)."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from icnseg.model import ASSETS
 
@@ -154,19 +145,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not samples:
         raise ConfigError(f"{ASSETS / 'samples'}: the package ships no sample images")
     if args.backend is None:
-        args.backend = "torch" if _torch_available() else "onnxruntime"
+        args.backend = "torch" if torch_available() else "onnxruntime"
         why = "PyTorch found" if args.backend == "torch" else "PyTorch not installed"
         print(f"demo: backend {args.backend} ({why})")
     rc = _run("default", [str(p) for p in samples], args.out, args)
     print(f"overlays (PNG) and instances (JSON) are in {args.out}/")
     return rc
-
-
-def _human(n: int) -> str:
-    """Bytes as B / kB / MB."""
-    if n < 1e3:
-        return f"{n} B"
-    return f"{n / 1e3:.1f} kB" if n < 1e6 else f"{n / 1e6:.2f} MB"
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -186,7 +170,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     )
     print(f"exported {args.model} -> {result.out_dir} in {result.seconds:.1f}s")
     for name, size in result.sizes.items():
-        print(f"  {name:14s} {_human(size):>10s}")
+        print(f"  {name:14s} {human_bytes(size):>10s}")
     if not args.check:
         return 0
     from icnseg.export.parity import check_export, format_report

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
+
+from icnseg.cli_util import torch_available
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -13,7 +14,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.backend:
         backends = tuple(args.backend)
-    elif importlib.util.find_spec("torch") is not None:
+    elif torch_available():
         backends = ("torch", "onnxruntime")
     else:  # a runtime-only install, as the demo does
         backends = ("onnxruntime",)

@@ -6,14 +6,8 @@ import argparse
 import time
 from typing import Any
 
+from icnseg.cli_util import human_bytes
 from icnseg.errors import ConfigError
-
-
-def _human(n: int) -> str:
-    """Bytes as B / kB / MB."""
-    if n < 1e3:
-        return f"{n} B"
-    return f"{n / 1e3:.1f} kB" if n < 1e6 else f"{n / 1e6:.2f} MB"
 
 
 def precision_of(args: argparse.Namespace) -> str:
@@ -40,7 +34,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     for r in results:
         what = "reused" if r.reused else "built "
         why = f"  (rebuilt: {r.rebuilt_because})" if r.rebuilt_because else ""
-        print(f"{what} {r.role}.onnx -> {r.path}  {_human(r.bytes)}, {r.precision}, "
+        print(f"{what} {r.role}.onnx -> {r.path}  {human_bytes(r.bytes)}, {r.precision}, "
               f"{r.seconds:.1f}s{why}")
     print(f"engines ready in {time.perf_counter() - t0:.1f}s")
     return 0
