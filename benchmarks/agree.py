@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from icnseg.errors import IcnsegError
-from icnseg.outputs import Instance
-from icnseg.postprocess import Stages
+from icnseg.instance import Instance
+from icnseg.segmenter import Stages
 
 MAP_TOL = 1e-3  # max abs error of PRMs, relative to the reference's max |R|
 ENHANCED_TOL = 1e-3  # max abs error of the ICN maps (values in [0, 1])

@@ -1,6 +1,6 @@
 """The baseline: Algorithm 1 the way the original PRM code runs it, for ``icnseg bench``.
 
-Same model, same inputs, same outputs as ``icnseg.pipeline`` (checked by the benchmark), but
+A Segmenter: same model, inputs and outputs as ``icnseg.eager`` (checked by the bench), but
 computed like the original code: eager PyTorch, one forward + one backward per peak, the ICN
 run per instance, every (instance, proposal) score one at a time in a Python loop, and
 greedy NMS in Python computing each IoU when it is needed. Only the "icn" scoring rule with
@@ -9,26 +9,20 @@ the "dilate" background (the shipped defaults) is implemented.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
+from icnseg.base_segmenter import SegmenterBase
 from icnseg.errors import ConfigError
+from icnseg.instance import Instance
 from icnseg.matching import background_template, contour
 from icnseg.models.icn import enhance
 from icnseg.models.prm import class_scores, find_peaks
 from icnseg.models.prm_backprop import backprop_rule
-from icnseg.outputs import Instance
-from icnseg.postprocess import (
-    Clock,
-    Stages,
-    binary_maps,
-    instances_from,
-    no_clock,
-    prepare_input,
-    rescale_instances,
-    resize_proposals,
-)
-from icnseg.proposals.types import Proposals
+from icnseg.postprocess import binary_maps, instance_score, instances_from, rescale_instances
+from icnseg.segmenter import Clock, Prepared, Stages, no_clock
 from icnseg.settings import SegmentConfig
 
 
@@ -108,57 +102,65 @@ def check_supported(cfg: SegmentConfig) -> None:
                           f"only, not {cfg.match.scoring!r} / {cfg.match.background!r}")
 
 
-def run_stages(model, image: np.ndarray, cfg: SegmentConfig, clock: Clock = no_clock) -> Stages:
-    """Peaks, naive PRMs (one backward per peak) and ICN maps (one instance at a time)."""
-    with clock("preprocess"):
-        resized, x = prepare_input(image, model.input_size, model.mean, model.std)
-        x = torch.from_numpy(x)
-    with clock("prm_forward"), torch.no_grad():
-        crm = model.classifier(x)[0]
-        conf = class_scores(crm, cfg.peaks).numpy()
-        peaks = find_peaks(crm, conf >= cfg.peaks.score_threshold, cfg.peaks)
-    was_training = model.classifier.training
-    model.classifier.eval()
-    try:
+class BaselineModel(SegmenterBase):
+    """The original code's way of running an EagerModel (the ``baseline`` of the bench)."""
+
+    backend = "baseline"
+
+    def __init__(self, model: Any) -> None:
+        """Wrap a loaded EagerModel (same weights, inputs and settings)."""
+        self.model = model
+        self.classes, self.input_size = model.classes, model.input_size
+        self.mean, self.std, self.source = model.mean, model.std, model.source
+        self.settings = model.settings
+
+    def check_config(self, cfg: SegmentConfig) -> None:
+        """ConfigError unless ``cfg`` is what the baseline implements."""
+        check_supported(cfg)
+        self.model.check_config(cfg)
+
+    def infer(self, prepared: Prepared, cfg: SegmentConfig, clock: Clock = no_clock,
+              keep_maps: bool = False) -> Stages:
+        """Peaks, naive PRMs (one backward per peak) and ICN maps (one instance at a time)."""
+        model = self.model
+        x = torch.from_numpy(prepared.x)
+        with clock("prm_forward"), torch.no_grad():
+            crm = model.classifier(x)[0]
+            conf = class_scores(crm, cfg.peaks).numpy()
+            peaks = find_peaks(crm, conf >= cfg.peaks.score_threshold, cfg.peaks)
         with clock("prm_backward"):
             prm = loop_maps(model.classifier, x, peaks, cfg.rule).detach()
-    finally:
-        model.classifier.train(was_training)
-    stages = Stages(resized, conf, peaks, prm.numpy(), crm=crm.numpy())
-    if cfg.iterations > 0 and len(peaks):
-        if model.icn is None:
-            raise ConfigError(f"{model.source}: has no ICN; use --iterations 0")
-        with clock("icn"), torch.no_grad():
-            maps = [enhance(model.icn, x, prm[i][None, None], cfg.iterations)[0, 0]
-                    for i in range(len(peaks))]
-        stages.enhanced = torch.stack(maps).numpy()
-    return stages
+        stages = Stages(prepared.model_input, conf, peaks, prm.numpy(), crm=crm.numpy())
+        if cfg.iterations > 0 and len(peaks):
+            with clock("icn"), torch.no_grad():
+                maps = [enhance(model.icn, x, prm[i][None, None], cfg.iterations)[0, 0]
+                        for i in range(len(peaks))]
+            stages.enhanced = torch.stack(maps).numpy()
+        return stages
 
-
-def segment_stages(stages: Stages, shape: tuple[int, int], classes, cfg: SegmentConfig,
-                   proposals: Proposals, clock: Clock = no_clock) -> list[Instance]:
-    """Matching, arg-max and NMS one item at a time; masks returned at ``shape``."""
-    check_supported(cfg)
-    with clock("proposals"):
-        proposals = resize_proposals(proposals, stages.image.shape[:2])
-    if not len(stages.peaks) or not len(proposals):
-        return []
-    m = cfg.match
-    with clock("binarise"):
-        v = binary_maps(stages, cfg)
-        edge = np.concatenate([contour(vi, m.contour_width) for vi in v])
-        background = np.concatenate([background_template(vi, m) for vi in v])
-    with clock("matcher"):
-        scores = loop_scores(v, edge, background, proposals.masks, m.alpha, m.beta, m.gamma)
-        idx, quality = loop_argmax(scores)
-    with clock("nms"):
-        cls = stages.peaks[:, 0].astype(int)
-        score = stages.class_conf[cls] * np.clip(quality, 0.0, 1.0)
-        cand = [i for i in range(len(cls))
-                if np.isfinite(quality[i]) and quality[i] >= cfg.min_quality]
-        kept = loop_nms(proposals.masks[idx[cand]], score[cand], cls[cand], m.nms_iou)
-        keep = sorted((cand[i] for i in kept), key=lambda i: -score[i])
-    instances = instances_from(stages, proposals, classes, np.asarray(keep, np.int64), idx, cls,
-                               score, quality)
-    with clock("postprocess"):
-        return rescale_instances(instances, shape)
+    def select(self, prepared: Prepared, stages: Stages, cfg: SegmentConfig,
+               clock: Clock = no_clock) -> list[Instance]:
+        """Matching, arg-max and NMS one item at a time; masks at the image's size."""
+        check_supported(cfg)
+        proposals = self.proposals_of(prepared)
+        if not len(stages.peaks) or not len(proposals):
+            return []
+        m = cfg.match
+        with clock("binarise"):
+            v = binary_maps(stages, cfg)
+            edge = np.concatenate([contour(vi, m.contour_width) for vi in v])
+            background = np.concatenate([background_template(vi, m) for vi in v])
+        with clock("matcher"):
+            scores = loop_scores(v, edge, background, proposals.masks, m.alpha, m.beta, m.gamma)
+            idx, quality = loop_argmax(scores)
+        with clock("nms"):
+            cls = stages.peaks[:, 0].astype(int)
+            score = instance_score(stages.class_conf[cls], quality)
+            cand = [i for i in range(len(cls))
+                    if np.isfinite(quality[i]) and quality[i] >= cfg.min_quality]
+            kept = loop_nms(proposals.masks[idx[cand]], score[cand], cls[cand], m.nms_iou)
+            keep = sorted((cand[i] for i in kept), key=lambda i: -score[i])
+        instances = instances_from(stages, proposals, self.classes, np.asarray(keep, np.int64),
+                                   idx, cls, score, quality)
+        with clock("postprocess"):
+            return rescale_instances(instances, prepared.image.shape[:2])

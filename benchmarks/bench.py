@@ -20,11 +20,11 @@ from typing import Any
 
 from icnseg.benchmarks.agree import check_agreement
 from icnseg.benchmarks.machine import machine_info, peak_rss_mb
-from icnseg.benchmarks.runners import STAGES, BaselineRunner, ExportedRunner, TorchRunner
+from icnseg.benchmarks.runners import Runner
 from icnseg.benchmarks.timing import StageTimer, summarize
 from icnseg.errors import ConfigError
-
-RUNTIME_BACKENDS = ("onnxruntime", "tensorrt")
+from icnseg.loader import BACKENDS, RUNTIME_BACKENDS, TORCH
+from icnseg.segmenter import STAGES
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class BenchConfig:
         if not self.backends and not self.baseline:
             raise ConfigError("nothing to benchmark: give --backend and/or --baseline")
         for b in self.backends:
-            if b not in ("torch", *RUNTIME_BACKENDS):
-                raise ConfigError(f"unknown backend {b!r}; choose torch, onnxruntime or tensorrt")
+            if b not in BACKENDS:
+                raise ConfigError(f"unknown backend {b!r}; choose one of {', '.join(BACKENDS)}")
         if len(set(self.backends)) != len(self.backends):
             raise ConfigError(f"a backend is listed twice: {', '.join(self.backends)}")
         if self.iters < 1 or self.warmup < 0 or self.streams < 0:
@@ -74,58 +74,56 @@ def _is_export_dir(model: str) -> bool:
 
 def load_runners(cfg: BenchConfig, stack: contextlib.ExitStack) -> Loaded:
     """Load every requested pipeline on the same model (exporting a checkpoint if needed)."""
-    from icnseg.model import resolve_export_dir
+    from icnseg.benchmarks.baseline import BaselineModel
+    from icnseg.loader import load
 
-    needs_torch = cfg.baseline or "torch" in cfg.backends
+    needs_torch = cfg.baseline or TORCH in cfg.backends
     runtime = [b for b in cfg.backends if b in RUNTIME_BACKENDS]
     if needs_torch and _is_export_dir(cfg.model):
         raise ConfigError(f"{cfg.model}: an export directory cannot run the torch backend or "
                           "the baseline; give the checkpoint it was exported from")
-    runners: dict[str, Any] = {}
-    seg_cfg = model = export_dir = None
+    models: list[Any] = []
+    eager = seg_cfg = export_dir = None
     if needs_torch:
-        from icnseg.model import load
-        from icnseg.pipeline import config_for
-
-        model = load(cfg.model)
-        seg_cfg = config_for(model)
+        eager = load(cfg.model, backend=TORCH)
+        seg_cfg = eager.segment_config()
     if runtime:
-        if cfg.export is not None:
-            export_dir = resolve_export_dir(cfg.export)
-        elif cfg.model == "default" or _is_export_dir(cfg.model):
-            export_dir = resolve_export_dir(cfg.model)
+        if cfg.export is not None or cfg.model == "default" or _is_export_dir(cfg.model):
+            export_dir = cfg.export or cfg.model
         else:
-            from icnseg.export.pipeline import checkpoint_to_onnx
+            from icnseg.export.exporter import checkpoint_to_onnx
 
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="icnseg-bench-"))
-            export_dir = checkpoint_to_onnx(model or cfg.model, Path(tmp) / "export").out_dir
-    if "torch" in cfg.backends:
-        runners["torch"] = TorchRunner(model, seg_cfg)
+            export_dir = checkpoint_to_onnx(eager or cfg.model, Path(tmp) / "export").out_dir
+    if TORCH in cfg.backends:
+        models.append(eager)
     for name in runtime:
-        from icnseg.runtime.pipeline import ExportedModel
-
-        exported = ExportedModel(export_dir, backend=name, device=cfg.device)
-        if seg_cfg is None:
-            seg_cfg = exported.segment_config()
-        exported.check_config(seg_cfg)
-        runner = ExportedRunner(exported, seg_cfg)
+        exported = load(export_dir, backend=name, device=cfg.device)
+        stack.callback(exported.close)
+        models.append(exported)
+    if cfg.baseline:
+        models.append(BaselineModel(eager))
+    seg_cfg = seg_cfg or models[0].segment_config()
+    runners: dict[str, Any] = {}
+    for model in models:
+        model.check_config(seg_cfg)
+        runner = Runner(model, seg_cfg)
         stack.callback(runner.close)
         runners[runner.name] = runner
-        model = model or exported
-    if cfg.baseline:
-        runners["baseline"] = BaselineRunner(model, seg_cfg)
+    first = models[0]
+    export_path = getattr(next((m for m in models if hasattr(m, "path")), None), "path", None)
     checkpoint = None if _is_export_dir(cfg.model) else cfg.model
-    return Loaded(runners, seg_cfg, tuple(model.classes), tuple(model.input_size), export_dir,
+    return Loaded(runners, seg_cfg, tuple(first.classes), tuple(first.input_size), export_path,
                   checkpoint)
 
 
 def load_inputs(paths: Sequence[str], input_size: tuple[int, int]) -> list[dict[str, Any]]:
     """Images and their built-in proposals (made once, timed), at least one image."""
+    from icnseg.cli.sources import expand_images
     from icnseg.data.voc import read_image
-    from icnseg.model import ASSETS
-    from icnseg.postprocess import prepare_input
+    from icnseg.loader import ASSETS
+    from icnseg.preprocess import prepare_input
     from icnseg.proposals.generate import generate_proposals
-    from icnseg.sources import expand_images
 
     files = expand_images(paths) if paths else sorted((ASSETS / "samples").glob("*.jpg"))
     if not files:
@@ -145,8 +143,8 @@ def device_sync(device: str) -> Callable[[], None] | None:
     """A wait for all queued GPU work (so each stage is charged its own kernels), or None."""
     if device == "cpu":
         return None
-    from icnseg.cuda import cuda_driver
     from icnseg.errors import IcnsegError
+    from icnseg.runtime.cuda import cuda_driver
 
     try:
         return cuda_driver().Context.synchronize
@@ -205,7 +203,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         samples = _timed_loop(loaded, inputs, cfg.warmup, cfg.iters, device_sync(cfg.device))
         result = _report(cfg, loaded, inputs, samples)
         for name, runner in loaded.runners.items():
-            if isinstance(runner, ExportedRunner) and importlib.util.find_spec("onnx"):
+            if hasattr(runner.model, "path") and importlib.util.find_spec("onnx"):
                 ks = [len(first[name][i % len(inputs)][1].peaks) for i in range(cfg.iters)]
                 result["backends"][name]["roofline"] = stage_roofline(
                     runner.model.path, ks, result["backends"][name]["stages_ms"], cfg.device)
@@ -220,7 +218,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
             from icnseg.benchmarks.micro import micro_benchmarks
 
             log("micro-benchmarks: matcher at N=1000, K=8; PRM backward at K=8")
-            result["micro"] = micro_benchmarks(loaded.runners["baseline"].model, loaded.cfg)
+            result["micro"] = micro_benchmarks(loaded.runners["baseline"].model.model, loaded.cfg)
         result["peak_rss_mb_all_backends"] = peak_rss_mb()
     if cfg.cold:
         from icnseg.benchmarks.cold_start import measure_cold
@@ -279,7 +277,7 @@ def _manifest_flag(export_dir: Path | None, key: str) -> bool | None:
     """A boolean fact of the export's manifest (None without an export)."""
     if export_dir is None:
         return None
-    from icnseg.export.manifest import read_manifest
+    from icnseg.artifacts.manifest import read_manifest
 
     return bool(read_manifest(export_dir).get(key, False))
 

@@ -97,7 +97,7 @@ def backward_micro(model: Any, rule: str, k: int = 8, repeat: int = 3) -> dict[s
 
     from icnseg.benchmarks.baseline import loop_maps
     from icnseg.models.prm_backprop import peak_response_maps
-    from icnseg.postprocess import prepare_input
+    from icnseg.preprocess import prepare_input
 
     h, w = model.input_size
     rng = np.random.default_rng(0)

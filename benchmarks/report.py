@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from icnseg.benchmarks.runners import STAGES
 from icnseg.fileio import write_text
+from icnseg.segmenter import STAGES
 
 
 def _f(x: float | None, digits: int = 2) -> str:

@@ -14,8 +14,8 @@ icnseg bench default --backend torch --backend onnxruntime --baseline \
     --device "$DEVICE" --iters 30 --warmup 3 --json "$OUT/bench_${DEVICE}.json"
 
 # stage cost vs K, N, input size and T (PNG + markdown table)
-python -m icnseg.benchmarks.scaling --model default --repeat 2 --out "$OUT/scaling_${DEVICE}"
+python -m research.scaling --model default --repeat 2 --out "$OUT/scaling_${DEVICE}"
 
 # batched PRM backward vs the per-peak loop
-python -m icnseg.benchmarks.backward_speed --backbone tiny --size 96 --ks 1 4 8 16 --iters 5 \
+python -m research.backward_speed --backbone tiny --size 96 --ks 1 4 8 16 --iters 5 \
     --out "$OUT"

@@ -40,7 +40,7 @@ from icnseg.benchmarks.gpus import GPUS, GpuSpec, find_gpu  # noqa: F401 (re-exp
 from icnseg.benchmarks.static_k import is_dynamic_k, with_fixed_k
 from icnseg.errors import ConfigError, InputError
 
-STAGES = ("prm_forward", "peaks", "prm_backward", "icn")
+GRAPH_STAGES = ("prm_forward", "peaks", "prm_backward", "icn")  # split of the ONNX graphs
 ELEMENTWISE = frozenset(str.split(
     "Add Sub Mul Div Pow Mod PRelu Equal Less Greater LessOrEqual GreaterOrEqual And Or Xor Not "
     "BitShift Where Relu Sigmoid Tanh Abs Neg Reciprocal Sqrt Exp Log Floor Ceil Round Sign Erf "
@@ -310,7 +310,7 @@ def stage_costs(onnx_path_or_model: Source, input_shapes: InputShapes | None = N
                 *, float_bytes: int | None = None) -> dict[str, StageCost]:
     """FLOPs, bytes and intensity (FLOP/byte) per stage of one graph."""
     costs, out = graph_costs(onnx_path_or_model, input_shapes, float_bytes=float_bytes), {}
-    for stage in sorted({c.stage for c in costs}, key=lambda s: (*STAGES, s).index(s)):
+    for stage in sorted({c.stage for c in costs}, key=lambda s: (*GRAPH_STAGES, s).index(s)):
         group = [c for c in costs if c.stage == stage]
         flops, nbytes = sum(c.flops for c in group), sum(c.bytes for c in group)
         out[stage] = StageCost(flops, nbytes, flops / nbytes if nbytes else 0.0, len(group),

@@ -17,9 +17,7 @@ from icnseg.errors import ExportError
 from icnseg.export import adjoints
 from icnseg.export.graph import GraphBuilder
 from icnseg.export.trace import TracedGraph, TracedOp
-
-RULES = ("gradient", "prm")
-PRM_EPS = 1e-10  # the original PRM code's epsilon for |Z| and its zero threshold
+from icnseg.settings import PRM_EPS, RULES
 
 
 @dataclass

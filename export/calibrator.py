@@ -11,7 +11,6 @@ rebuild with the same images skips calibration.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,7 @@ import numpy as np
 from icnseg.errors import InputError
 from icnseg.fileio import write_bytes
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 Feeds = Mapping[str, np.ndarray]
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """The calibration images of ``folder`` (sorted); InputError naming it if there are none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: --calib needs a folder of images")
-    images = sorted(p for p in folder.iterdir()
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate with")
-    return images
 
 
 def images_digest(images: Sequence[Path]) -> str:
@@ -61,7 +47,7 @@ def calibration_feeds(input_names: Sequence[str], images: Sequence[Path],
                       k: int = 1) -> Iterator[dict[str, np.ndarray]]:
     """Host feeds, one dict per image; images without a peak are skipped for icn.onnx."""
     from icnseg.data.voc import read_image
-    from icnseg.postprocess import prepare_input
+    from icnseg.preprocess import prepare_input
 
     size = tuple(int(v) for v in manifest["input_size"])
     session = _prm_session(prm_onnx) if "prm" in input_names else None
@@ -81,7 +67,7 @@ def calibration_feeds(input_names: Sequence[str], images: Sequence[Path],
 def make_calibrator(trt: Any, feeds: Callable[[], Iterator[Feeds]],
                     shapes: Mapping[str, tuple[int, ...]], cache_path: Path) -> Any:
     """An ``IInt8EntropyCalibrator2`` over ``feeds()``; call ``.free()`` after the build."""
-    from icnseg.cuda import check_cuda, cuda_driver
+    from icnseg.runtime.cuda import check_cuda, cuda_driver
 
     drv = cuda_driver()
 

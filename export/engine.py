@@ -2,7 +2,7 @@
 
 ``onnx_to_engine`` is file-in/file-out with the TensorRT Python API (``tensorrt`` >= 10, or
 ``tensorrt_rtx``, imported inside). ``build_engines`` builds ``prm.onnx`` and ``icn.onnx`` of
-an export directory through the engine cache (``icnseg.export.engine_cache``): a second build
+an export directory through the engine cache (``icnseg.artifacts.engine_cache``): a second build
 with the same ONNX, TensorRT, GPU and settings reuses the engine at once.
 
 Optimisation profiles: a dynamic K (axis 0 of icn.onnx's ``prm``) gets min 1, opt
@@ -21,14 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from icnseg.errors import ConfigError, ExportError, InputError
-from icnseg.export.calibrator import (
-    calibration_feeds,
-    images_digest,
-    list_images,
-    make_calibrator,
-)
-from icnseg.export.engine_cache import (
+from icnseg.artifacts.engine_cache import (
     PRECISIONS,
     BuildResult,
     EngineSpec,
@@ -38,7 +31,14 @@ from icnseg.export.engine_cache import (
     prune_other_sources,
     timing_cache_path,
 )
-from icnseg.export.manifest import read_manifest, verify_files
+from icnseg.artifacts.manifest import read_manifest, verify_files
+from icnseg.data.images import list_images
+from icnseg.errors import ConfigError, ExportError, InputError
+from icnseg.export.calibrator import (
+    calibration_feeds,
+    images_digest,
+    make_calibrator,
+)
 from icnseg.fileio import atomic_path, write_bytes
 
 K_OPT = 8  # default opt K of the icn profile
@@ -188,8 +188,8 @@ def onnx_to_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
                    timing_cache: Path | None = None, k_opt: int | None = None,
                    size_range: tuple[Sequence[int], Sequence[int]] | None = None) -> Path:
     """Build a TensorRT engine for ``onnx_path`` and write it (atomically) to ``engine_path``."""
-    from icnseg.cuda import check_cuda
-    from icnseg.export.trt_env import import_tensorrt, make_logger
+    from icnseg.artifacts.trt_env import import_tensorrt, make_logger
+    from icnseg.runtime.cuda import check_cuda
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if precision not in PRECISIONS:
@@ -275,7 +275,7 @@ def build_engines(export_dir: str | os.PathLike, precision: str = "fp32", *,
     images = list_images(calib) if precision == "int8" else None
     digest = images_digest(images) if images else None
     if env is None:
-        from icnseg.export.trt_env import current_env
+        from icnseg.artifacts.trt_env import current_env
 
         env = current_env()
     check_precision(env.flavour, EngineSpec(precision=precision, dla_core=dla_core))

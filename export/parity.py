@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from icnseg.export.manifest import read_manifest, verify_files
+from icnseg.artifacts.manifest import read_manifest, verify_files
 
 TOL = 1e-4
 
@@ -81,7 +81,7 @@ def _image_parity(m, sessions, image, cfg, unroll: int) -> dict[str, Any]:
 
     from icnseg.models.icn import enhance
     from icnseg.models.prm import class_scores, find_peaks
-    from icnseg.postprocess import prepare_input
+    from icnseg.preprocess import prepare_input
 
     _, xn = prepare_input(image, tuple(cfg["input_size"]), m.mean, m.std)
     x = torch.from_numpy(xn)
@@ -122,12 +122,12 @@ def _image_parity(m, sessions, image, cfg, unroll: int) -> dict[str, Any]:
 def check_export(model: str | os.PathLike | Any, export_dir: str | os.PathLike,
                  n_images: int = 2, seed: int = 0) -> dict[str, Any]:
     """Run ORT (CPU) and PyTorch on the same inputs; return a report with ``ok``."""
-    from icnseg.export.pipeline import _load
+    from icnseg.export.exporter import load_eager
     from icnseg.settings import config_from_dict
 
     manifest = read_manifest(export_dir)
     paths = verify_files(export_dir, manifest)
-    m, _ = _load(model)
+    m, _ = load_eager(model)
     seg = config_from_dict({"segment": manifest["segment"]})
     cfg = {"input_size": manifest["input_size"], "peaks": seg.peaks, "rule": manifest["rule"]}
     sessions = {role: _session(path) for role, path in paths.items()}

@@ -12,11 +12,12 @@ from onnx import TensorProto
 from torch import nn
 
 from icnseg.errors import ExportError
-from icnseg.export.backward import RULES, emit_backward, emit_forward
+from icnseg.export.backward import emit_backward, emit_forward
 from icnseg.export.graph import GraphBuilder
 from icnseg.export.opset import check_trt_ops
 from icnseg.export.peaks_graph import peaks_graph
 from icnseg.export.trace import trace_module
+from icnseg.settings import RULES
 
 PRM_INPUTS = ("image",)
 PRM_OUTPUTS = ("crm", "class_scores", "peaks", "count", "prm")

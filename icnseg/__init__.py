@@ -6,17 +6,21 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "segment"]
+__all__ = ["__version__", "load", "read_image", "segment", "segment_batch", "segment_stream"]
+
+# name -> module; imported on first use: `import icnseg` must not import torch.
+_LAZY = {
+    "load": "icnseg.loader",
+    "read_image": "icnseg.data.images",
+    "segment": "icnseg.segmenter",
+    "segment_batch": "icnseg.segmenter",
+    "segment_stream": "icnseg.segmenter",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `import icnseg` must not import torch (the runtime runs without it).
-    if name == "load":
-        from icnseg.model import load
+    if name in _LAZY:
+        import importlib
 
-        return load
-    if name == "segment":
-        from icnseg.pipeline import segment
-
-        return segment
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'icnseg' has no attribute {name!r}")

@@ -20,7 +20,7 @@ from icnseg.eval import (
     _empty,
 )
 from icnseg.fileio import write_text
-from icnseg.outputs import rle_to_mask
+from icnseg.rle import rle_to_mask
 
 
 def read_prediction(path: str | os.PathLike, class_names: Sequence[str]) -> ImagePrediction:

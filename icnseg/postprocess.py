@@ -2,73 +2,29 @@
 
 Pre-processing (resize + normalise to the model input) and everything after the networks:
 binarise -> matching (Eq. 5) -> top proposal per instance -> class-aware mask NMS -> masks
-at the image's own size. ``icnseg.pipeline`` (torch) and ``icnseg.runtime`` (ONNX) both
+at the image's own size. ``icnseg.eager`` (torch) and ``icnseg.runtime`` (ONNX) both
 call these, so backends differ only in how they compute ``Stages``.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
-from icnseg.data.transforms import normalize
-from icnseg.errors import InputError
+from icnseg.instance import Instance
 from icnseg.matching import background_template, best_proposals, contour, mask_nms, match_scores
-from icnseg.outputs import Instance
 from icnseg.proposals.types import Proposals
+from icnseg.segmenter import Clock, Stages, no_clock
 from icnseg.settings import SegmentConfig
 
-# A stage clock: ``with clock("matcher"): ...`` times one stage (benchmarks pass one in).
-Clock = Callable[[str], AbstractContextManager]
 
+def instance_score(confidence: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """Instance score = class confidence x match quality clipped to [0, 1] (float64).
 
-def no_clock(stage: str) -> AbstractContextManager:
-    """The default clock: times nothing."""
-    return contextlib.nullcontext()
-
-
-@dataclass
-class Stages:
-    """Intermediate results of one image at the model's input size (for ablations and tests)."""
-
-    image: np.ndarray  # uint8 [H, W, 3] resized to the model input
-    class_conf: np.ndarray  # [C] sigmoid class scores
-    peaks: np.ndarray  # [K, 4] (class, y, x, value) in class-response-map pixels
-    prm: np.ndarray  # [K, H, W] naive PRMs
-    enhanced: np.ndarray | None = None  # [K, H, W] ICN output in [0, 1] after T passes
-    crm: np.ndarray | None = None  # [C, h, w] class response maps
-
-
-def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Return ``image`` as RGB uint8 [H, W, 3], or raise InputError naming ``name``."""
-    a = np.asarray(image)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
-        raise InputError(f"{name}: expected an RGB image [H, W, 3], got shape {a.shape}")
-    if a.dtype != np.uint8:
-        raise InputError(f"{name}: expected uint8 pixels, got {a.dtype}")
-    return np.ascontiguousarray(a[..., :3])
-
-
-def prepare_input(
-    image: np.ndarray,
-    size: tuple[int, int],
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to ``size`` (area if shrinking, else bilinear) -> (uint8 [H,W,3], x [1,3,H,W])."""
-    h, w = size
-    shrink = image.shape[0] * image.shape[1] > h * w
-    resized = cv2.resize(
-        image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    )
-    return resized, normalize(resized, mean, std)[None]
+    Quality ranks the peaks of one class, confidence ranks classes, as the mAP^r protocol
+    needs both. The CUDA NMS kernel (cpp_ext/nms.cu) computes the same product on the device.
+    """
+    return np.asarray(confidence, np.float64) * np.clip(quality, 0.0, 1.0)
 
 
 def minmax(maps: np.ndarray) -> np.ndarray:
@@ -116,9 +72,7 @@ def select_instances(
         idx, quality = best_proposals(scores)
     with clock("nms"):
         cls = stages.peaks[:, 0].astype(int)
-        # Instance score = class confidence x match quality (clipped to [0, 1]); quality ranks
-        # peaks of one class, confidence ranks classes, as the mAP^r protocol needs both.
-        score = stages.class_conf[cls] * np.clip(quality, 0.0, 1.0)
+        score = instance_score(stages.class_conf[cls], quality)
         ok = np.isfinite(quality) & (quality >= cfg.min_quality)
         cand = np.flatnonzero(ok)
         masks = proposals.masks[idx[cand]]
@@ -196,25 +150,3 @@ def proposals_for(model_input: np.ndarray, proposals: Proposals | None) -> Propo
         return generate_proposals(model_input)
     return resize_proposals(proposals, model_input.shape[:2])
 
-
-def segment_stages(
-    stages: Stages,
-    shape: tuple[int, int],
-    classes,
-    cfg: SegmentConfig,
-    proposals: Proposals | None = None,
-    clock: Clock = no_clock,
-) -> list[Instance]:
-    """Proposals (built-in unless given) -> matching -> NMS, masks returned at ``shape``."""
-    with clock("proposals"):
-        proposals = proposals_for(stages.image, proposals)
-    instances = select_instances(stages, proposals, classes, cfg, clock)
-    with clock("postprocess"):
-        return rescale_instances(instances, shape)
-
-
-def prm_panel(stages: Stages, shape: tuple[int, int]) -> np.ndarray | None:
-    """Max over K of the naive PRMs resized to ``shape`` [1, H, W] (overlay panel), or None."""
-    if not len(stages.prm):
-        return None
-    return cv2.resize(stages.prm.max(0), (shape[1], shape[0]))[None]

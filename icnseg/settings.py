@@ -1,7 +1,7 @@
 """Inference settings shared by every backend (torch-free): PeakConfig and SegmentConfig.
 
 They live here, not beside the torch code, so that the ONNX runtime can build and validate
-them without importing torch; ``icnseg.models.prm`` and ``icnseg.pipeline`` re-export them.
+them without importing torch; ``icnseg.models.prm`` and ``icnseg.eager`` re-export them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,19 @@ from typing import Any
 
 from icnseg.errors import ConfigError
 from icnseg.matching import MatchConfig
+
+# PRM backprop rules (DESIGN "PRM generation"): prm = the original PRM code's rule (default),
+# gradient = Eq. 2 as printed (plain chain rule).
+RULES = ("prm", "gradient")
+# The original PRM code's stabiliser of 1/|Z|, also the threshold below which Z counts as zero.
+PRM_EPS = 1e-10
+
+
+def check_rule(rule: str, what: str = "backprop rule") -> str:
+    """``rule`` if it is one of RULES, else ConfigError naming ``what``."""
+    if rule not in RULES:
+        raise ConfigError(f"unknown {what} {rule!r}; choose one of {', '.join(RULES)}")
+    return rule
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,7 @@ class SegmentConfig:
 
     def __post_init__(self) -> None:
         """Validate the options."""
+        check_rule(self.rule)
         if self.iterations < 0:
             raise ConfigError(f"iterations must be >= 0 (got {self.iterations})")
         for name in ("threshold", "naive_threshold"):

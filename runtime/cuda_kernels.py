@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from icnseg.cuda import check_cuda
 from icnseg.errors import InputError
 from icnseg.runtime import cuda_launch as cl
+from icnseg.runtime.cuda import check_cuda
 
 __all__ = ["argmax_rows", "background", "check_cuda", "contour", "match_scores",
            "minmax_binarize", "pack_masks", "pairwise_iou", "popcount_rows"]

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from icnseg.cuda import check_cuda, cuda_driver
 from icnseg.errors import BackendUnavailable, IcnsegError, InputError
+from icnseg.runtime.cuda import check_cuda, cuda_driver
 
 SRC_DIR = Path(__file__).resolve().parent.parent / "cpp_ext"
 COMMON = SRC_DIR / "common.cuh"
@@ -52,7 +52,7 @@ _loaded: dict[str, Any] = {}  # "ctx": context handle the cache belongs to, stem
 
 
 def driver() -> Any:
-    """pycuda.driver with a context current (``icnseg.cuda.cuda_driver``: the primary one)."""
+    """pycuda.driver with a context current (``runtime.cuda.cuda_driver``: the primary one)."""
     return cuda_driver()
 
 

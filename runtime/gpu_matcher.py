@@ -11,6 +11,7 @@ computed in double from exact pixel counts, so they are bit-identical, not just 
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -18,15 +19,19 @@ from typing import Any
 import numpy as np
 
 from icnseg.errors import ConfigError, InputError
+from icnseg.instance import Instance
 from icnseg.matching import MatchConfig
+from icnseg.postprocess import instance_score, instances_from, resize_proposals
 from icnseg.proposals.types import Proposals
 from icnseg.runtime import cuda_kernels as ck
 from icnseg.runtime import cuda_launch as cl
 from icnseg.runtime import cuda_nms, cuda_superpixel
+from icnseg.runtime.backend import DeviceArray
+from icnseg.segmenter import Stages
 from icnseg.settings import SegmentConfig
 
-__all__ = ["DeviceMatch", "DeviceProposals", "check_supported", "match_instances",
-           "upload_proposals"]
+__all__ = ["DeviceMatch", "DeviceProposals", "as_gpuarray", "check_supported",
+           "device_matcher_available", "match_instances", "match_on_device", "upload_proposals"]
 
 _pinned = threading.local()  # per thread: page-locked download buffers, reused across calls
 
@@ -151,7 +156,7 @@ def match_instances(maps: Any, proposals: DeviceProposals | Proposals, classes: 
     if k == 0 or len(proposals) == 0:
         quality = np.full(k, -np.inf)
         return DeviceMatch(np.full(k, -1, np.int64), quality,
-                           confidence * np.clip(quality, 0.0, 1.0), np.zeros(0, np.int64))
+                           instance_score(confidence, quality), np.zeros(0, np.int64))
     # Copies from pageable host memory wait for the stream: make them all before any launch.
     conf_d = cl.upload(confidence, stream)
     cls_d = cl.upload(classes.astype(np.int32), stream)
@@ -176,3 +181,40 @@ def match_instances(maps: Any, proposals: DeviceProposals | Proposals, classes: 
         [index, quality, score, kept, count], stream)
     return DeviceMatch(index_h.astype(np.int64), quality_h, score_h,
                        kept_h[: int(count_h[0])].astype(np.int64))
+
+
+# The glue between an exported model's device-resident maps and the chain above: the maps an
+# engine (or ORT's CUDA EP) leaves on the GPU go straight in, no host copy of [K, H, W].
+
+def device_matcher_available(cfg: SegmentConfig) -> bool:
+    """True when pycuda is installed and ``cfg`` uses what the CUDA matcher implements."""
+    try:
+        importlib.import_module("pycuda.gpuarray")
+    except Exception:  # noqa: BLE001 - absent, or a pycuda that cannot load: numpy matcher
+        return False
+    try:
+        check_supported(cfg.match)
+    except ConfigError:
+        return False
+    return True
+
+
+def as_gpuarray(arr: DeviceArray) -> Any:
+    """A pycuda GPUArray view of a CUDA DeviceArray (no copy; the owner stays referenced)."""
+    if arr.device != "cuda":
+        raise ConfigError(f"the CUDA matcher needs maps on the GPU, not on {arr.device!r}")
+    view = cl.gpuarray().GPUArray(arr.shape, arr.dtype, gpudata=int(arr.ptr))
+    view.icnseg_owner = arr.owner  # keeps the engine / OrtValue buffer alive with the view
+    return view
+
+
+def match_on_device(stages: Stages, maps: DeviceArray, proposals: Proposals, classes,
+                    cfg: SegmentConfig, normalize: bool, stream: Any = None
+                    ) -> list[Instance]:
+    """Instances at the model input size from device maps [K, H, W] (float32)."""
+    proposals = resize_proposals(proposals, stages.image.shape[:2])
+    cls = stages.peaks[:, 0].astype(int)
+    match = match_instances(as_gpuarray(maps), proposals, cls, stages.class_conf[cls], cfg,
+                            normalize=normalize, stream=stream)
+    return instances_from(stages, proposals, classes, match.kept, match.index, cls,
+                          match.score, match.quality)

@@ -5,7 +5,7 @@ comes from ``<dir>/engines`` through the cache: built from this very ONNX, by th
 for this GPU, bytes intact; ``precision`` picks among several, else the newest). One device
 buffer per I/O tensor is allocated once, sized from the optimisation profile's max shapes;
 every run sets the input shapes (dynamic K), binds addresses and enqueues
-``execute_async_v3`` on the process-wide stream (``icnseg.cuda.shared_stream``), so
+``execute_async_v3`` on the process-wide stream (``icnseg.runtime.cuda.shared_stream``), so
 chained engines run back to back without host synchronisation. Device feeds are bound
 directly (zero copy) unless they alias this engine's own outputs, which are copied first.
 """
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from icnseg.cuda import check_cuda, cuda_driver, shared_stream
+from icnseg.artifacts.engine_cache import check_entry, find_engine, sidecar_of
+from icnseg.artifacts.manifest import sha256_file
+from icnseg.artifacts.trt_env import current_env, import_tensorrt, make_logger
 from icnseg.errors import ConfigError, IcnsegError, InputError
-from icnseg.export.engine_cache import check_entry, find_engine, sidecar_of
-from icnseg.export.manifest import sha256_file
-from icnseg.export.trt_env import current_env, import_tensorrt, make_logger
 from icnseg.runtime.backend import DeviceArray
+from icnseg.runtime.cuda import check_cuda, cuda_driver, shared_stream
 
 GPU_DEVICES = ("cuda", "tensorrt")
 

@@ -14,7 +14,7 @@ def static_export(tmp_path_factory):
     """The default model exported with a static K (what TensorRT engines are built from; the
     shipped export uses --dynamic-k)."""
     pytest.importorskip("torch")
-    from icnseg.export.pipeline import checkpoint_to_onnx
+    from icnseg.export.exporter import checkpoint_to_onnx
 
     return checkpoint_to_onnx("default", tmp_path_factory.mktemp("static") / "export").out_dir
 
@@ -25,7 +25,7 @@ def tiny_checkpoint(tmp_path_factory):
     torch = pytest.importorskip("torch")
     from icnseg.checkpoint import save_checkpoint
     from icnseg.classes import SYNTH_CLASSES
-    from icnseg.model import MEAN, STD
+    from icnseg.data.transforms import MEAN, STD
     from icnseg.models.icn import ICN
     from icnseg.models.prm import PRMClassifier
 
@@ -67,8 +67,7 @@ def peaky_checkpoint(tmp_path_factory):
     from icnseg.checkpoint import save_checkpoint
     from icnseg.classes import SYNTH_CLASSES
     from icnseg.data.synth import render_sample, sample_rng
-    from icnseg.data.transforms import normalize
-    from icnseg.model import MEAN, STD
+    from icnseg.data.transforms import MEAN, STD, normalize
     from icnseg.models.icn import ICN
     from icnseg.models.prm import PRMClassifier
 
@@ -96,7 +95,7 @@ def peaky_checkpoint(tmp_path_factory):
 def peaky_export(peaky_checkpoint, tmp_path_factory):
     """``peaky_checkpoint`` exported (rule prm, K_max 8, 64x64) without the parity check."""
     pytest.importorskip("onnx")
-    from icnseg.export.pipeline import checkpoint_to_onnx
+    from icnseg.export.exporter import checkpoint_to_onnx
 
     out = tmp_path_factory.mktemp("export") / "peaky"
     return checkpoint_to_onnx(peaky_checkpoint, out, peaks=8).out_dir

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icnseg.data.voc import Annotation, Sample, _one_line, read_image
+from icnseg.data.images import one_line, read_image
+from icnseg.data.voc import Annotation, Sample
 from icnseg.errors import DataError
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ def _load_struct(path: Path, key: str) -> Any:
     try:
         mat = loadmat(path, struct_as_record=False, squeeze_me=True)
     except Exception as exc:  # scipy raises ValueError, TypeError, OSError on broken files
-        raise DataError(f"{path}: not a readable MATLAB file ({_one_line(exc)})") from exc
+        raise DataError(f"{path}: not a readable MATLAB file ({one_line(exc)})") from exc
     if key not in mat:
         raise DataError(f"{path}: no {key} struct in the MATLAB file")
     return mat[key]

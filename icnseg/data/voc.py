@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from icnseg.classes import VOC_CLASSES
+from icnseg.data.images import one_line, open_image, read_image  # noqa: F401 (read_image re-exported)
 from icnseg.errors import DataError
 
 
@@ -36,53 +36,6 @@ def voc_palette() -> list[int]:
             c >>= 3
         pal += [r, g, b]
     return pal
-
-
-def _one_line(exc: BaseException) -> str:
-    """First line of an exception's message (its type name when empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _open_image(path: Path, what: str) -> Image.Image:
-    """Open and fully decode an image with Pillow; any failure becomes a DataError."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such {what} file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file, not a readable {what}")
-    try:
-        im = Image.open(path)
-        im.load()  # decodes everything; raises on truncation (ImageFile.LOAD_TRUNCATED_IMAGES off)
-    except Exception as exc:  # Pillow decoders raise many types (OSError, SyntaxError, ...)
-        raise DataError(
-            f"{path}: not a readable {what} (corrupt or truncated: {_one_line(exc)})"
-        ) from exc
-    return im
-
-
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale a 16-bit / 32-bit integer or float image to uint8."""
-    if arr.dtype == np.uint8:
-        return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        hi = 1.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else 255.0
-        return np.clip(np.rint(np.nan_to_num(arr) * (255.0 / hi)), 0, 255).astype(np.uint8)
-    hi = 65535.0 if arr.size and int(arr.max()) > 255 else 255.0
-    return np.clip(np.rint(arr.astype(np.float64) * (255.0 / hi)), 0, 255).astype(np.uint8)
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 [H,W,3] (gray, RGBA, palette, 16-bit converted)."""
-    path = Path(path)
-    im = _open_image(path, "image")
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        gray = _to_uint8(np.asarray(im))
-        out = np.repeat(gray[:, :, None], 3, axis=2)
-    else:
-        out = np.asarray(im.convert("RGB"))
-    if out.ndim != 3 or out.shape[0] == 0 or out.shape[1] == 0:
-        raise DataError(f"{path}: image has no pixels")
-    return np.ascontiguousarray(out)
 
 
 def _palette_lookup(path: Path, rgb: np.ndarray) -> np.ndarray:
@@ -102,7 +55,7 @@ def _palette_lookup(path: Path, rgb: np.ndarray) -> np.ndarray:
 def read_index_png(path: str | os.PathLike) -> np.ndarray:
     """Read a VOC label PNG (palette / gray / VOC-coloured RGB) as indices uint8 [H,W]."""
     path = Path(path)
-    im = _open_image(path, "label PNG")
+    im = open_image(path, "label PNG")
     if im.mode in ("P", "L", "1"):
         return np.array(im if im.mode != "1" else im.convert("L"), dtype=np.uint8)
     if im.mode in ("RGB", "RGBA"):
@@ -143,7 +96,7 @@ def parse_annotation(path: str | os.PathLike, classes: Sequence[str]) -> Annotat
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: malformed annotation XML ({_one_line(exc)})") from exc
+        raise DataError(f"{path}: malformed annotation XML ({one_line(exc)})") from exc
     if root.tag != "annotation":
         raise DataError(f"{path}: not a VOC annotation (root element <{root.tag}>)")
     index = {c: i for i, c in enumerate(classes)}
@@ -167,7 +120,7 @@ def read_classes(path: str | os.PathLike) -> tuple[str, ...]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read class list ({_one_line(exc)})") from exc
+        raise DataError(f"{path}: cannot read class list ({one_line(exc)})") from exc
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise DataError(f"{path}: class list is empty")
@@ -198,7 +151,7 @@ def _read_ids(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read split file ({_one_line(exc)})") from exc
+        raise DataError(f"{path}: cannot read split file ({one_line(exc)})") from exc
     return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 

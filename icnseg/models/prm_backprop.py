@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from icnseg.errors import ConfigError
+from icnseg.settings import PRM_EPS, check_rule
 
-RULES = ("gradient", "prm")
 _RULE_LOCK = threading.RLock()  # held while a backprop_rule block runs (see there)
-PRM_EPS = 1e-10  # the original PRM's stabiliser; also the threshold below which Z counts as zero
 
 
 def prm_conv_input_grad(
@@ -92,8 +91,7 @@ def backprop_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
     at a time process-wide: otherwise a thread could restore another's patch mid-backward, or
     run the gradient rule through patched convs.
     """
-    if rule not in RULES:
-        raise ConfigError(f"unknown backprop rule {rule!r}; choose one of {', '.join(RULES)}")
+    check_rule(rule)
     with _RULE_LOCK:
         yield from _patched(model, rule)
 
@@ -143,8 +141,7 @@ def peak_response_maps(
     the classifier in eval mode (restored afterwards). Parameter gradients are neither
     computed nor accumulated.
     """
-    if rule not in RULES:
-        raise ConfigError(f"unknown backprop rule {rule!r}; choose one of {', '.join(RULES)}")
+    check_rule(rule)
     if x.ndim != 4 or x.shape[0] != 1:
         raise ConfigError(f"peak_response_maps expects one image [1,C,H,W], got {tuple(x.shape)}")
     idx = _peak_tensor(peaks)

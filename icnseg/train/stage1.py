@@ -9,8 +9,9 @@ import numpy as np
 
 from icnseg import __version__
 from icnseg.checkpoint import load_checkpoint, save_checkpoint
+from icnseg.data.transforms import MEAN, STD
+from icnseg.eager import EagerModel
 from icnseg.errors import ConfigError
-from icnseg.model import MEAN, STD, model_from_checkpoint
 from icnseg.train.common import (
     check_positive,
     classification_map,
@@ -112,7 +113,7 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
     if cfg.pretrained:
         load_pretrained(model.backbone, cfg.pretrained)
     if cfg.init:
-        start_from = model_from_checkpoint(load_checkpoint(cfg.init))
+        start_from = EagerModel.from_checkpoint(load_checkpoint(cfg.init))
         same_classes = start_from.classes == tuple(train.classes)
         if start_from.config["backbone"] != cfg.backbone or not same_classes:
             raise ConfigError(f"{cfg.init}: --init needs a {cfg.backbone} checkpoint with classes "

@@ -168,13 +168,13 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
 
     from icnseg.data.transforms import normalize
     from icnseg.data.voc import VocDataset
-    from icnseg.model import model_from_checkpoint
+    from icnseg.eager import EagerModel
     from icnseg.models.icn import ICN
 
     check_positive(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, k=cfg.k)
     check_label_source(cfg.labels, cfg.saliency_dir)
     seed_everything(cfg.seed)
-    model = model_from_checkpoint(load_checkpoint(cfg.stage1))
+    model = EagerModel.from_checkpoint(load_checkpoint(cfg.stage1))
     for p in model.classifier.parameters():
         p.requires_grad_(False)
     root = cfg.saliency_dir if cfg.labels == "saliency" else cfg.data

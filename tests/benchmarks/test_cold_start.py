@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from icnseg.model import ASSETS
+from icnseg.loader import ASSETS
 
 pytest.importorskip("onnxruntime")
 

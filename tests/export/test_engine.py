@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from icnseg.artifacts.engine_cache import TrtEnv
+from icnseg.artifacts.manifest import read_manifest
 from icnseg.errors import BackendUnavailable, ConfigError, ExportError, InputError
 from icnseg.export.engine import (
     build_engines,
@@ -21,8 +23,6 @@ from icnseg.export.engine import (
     onnx_to_engine,
     profile_shapes,
 )
-from icnseg.export.engine_cache import TrtEnv
-from icnseg.export.manifest import read_manifest
 
 ASSETS = Path(__file__).resolve().parents[2] / "icnseg" / "assets"
 ENV = TrtEnv("tensorrt", "10.8.0.43", "NVIDIA H100 80GB HBM3", "9.0")
@@ -107,7 +107,7 @@ def test_options_are_checked_first(export, tmp_path):
     (empty / "notes.txt").write_text("no images here")
     with pytest.raises(InputError, match=rf"{empty}: no images"):
         build_engines(export, "int8", calib=empty, env=ENV, build_fn=FakeBuild())
-    with pytest.raises(InputError, match="needs a folder"):
+    with pytest.raises(InputError, match="not a folder of"):
         build_engines(export, "int8", calib=tmp_path / "absent", env=ENV, build_fn=FakeBuild())
     rtx = dataclasses.replace(ENV, flavour="tensorrt_rtx")
     with pytest.raises(ConfigError, match="TensorRT-RTX"):
@@ -155,7 +155,7 @@ def test_missing_tensorrt_names_the_extra(export, no_tensorrt):
 
 
 def test_old_tensorrt_is_refused(monkeypatch):
-    from icnseg.export.trt_env import import_tensorrt
+    from icnseg.artifacts.trt_env import import_tensorrt
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
     with pytest.raises(BackendUnavailable, match="8.6.1 is too old"):
@@ -164,9 +164,10 @@ def test_old_tensorrt_is_refused(monkeypatch):
 
 def test_calibration_inputs_match_the_runtime():
     pytest.importorskip("onnxruntime")
+    from icnseg.data.images import list_images
     from icnseg.data.voc import read_image
-    from icnseg.export.calibrator import calibration_feeds, images_digest, list_images
-    from icnseg.postprocess import prepare_input
+    from icnseg.export.calibrator import calibration_feeds, images_digest
+    from icnseg.preprocess import prepare_input
 
     m = read_manifest(ASSETS / "export")
     images = list_images(ASSETS / "samples")
@@ -183,7 +184,7 @@ def test_calibration_inputs_match_the_runtime():
 # ---- CLI: `icnseg build-engine` registered on a fresh parser --------------------------------
 
 def _cli(argv: list[str]) -> argparse.Namespace:
-    from icnseg.cli_engine import add_parser
+    from icnseg.cli.engine import add_parser
 
     parser = argparse.ArgumentParser(prog="icnseg")
     add_parser(parser.add_subparsers(dest="command", required=True))
@@ -234,7 +235,7 @@ def test_fp32_layers_are_the_prm_rule_reciprocal_chain() -> None:
     import onnx
 
     from icnseg.export.engine import fp32_layers
-    from icnseg.model import ASSETS
+    from icnseg.loader import ASSETS
 
     graph = onnx.load(str(ASSETS / "export" / "prm.onnx")).graph
     names = [n.name for n in graph.node]
@@ -250,7 +251,7 @@ def test_fp32_layers_are_the_prm_rule_reciprocal_chain() -> None:
 
 
 def test_size_range_needs_a_dynamic_size_export(export, tmp_path):
-    from icnseg.export.pipeline import checkpoint_to_onnx
+    from icnseg.export.exporter import checkpoint_to_onnx
 
     sizes = ((64, 64), (192, 160))
     with pytest.raises(ConfigError, match="--dynamic-size"):

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from icnseg.errors import CheckpointError, ExportError, OutputError
+from icnseg.export.exporter import checkpoint_to_onnx
 from icnseg.export.opset import TRT_ALLOWED_OPS
 from icnseg.export.parity import check_export, format_report
-from icnseg.export.pipeline import checkpoint_to_onnx
 
 ort = pytest.importorskip("onnxruntime")
 ASSETS = Path(__file__).resolve().parents[2] / "icnseg" / "assets"
@@ -66,7 +66,7 @@ def test_parity_report(peaky_checkpoint, tmp_path, rule):
 
 def test_icn_unrolled_dynamic_matches_enhance(peaky_checkpoint, tmp_path):
     from icnseg.export.icn_graph import build_icn_onnx
-    from icnseg.model import load
+    from icnseg.loader import load
     from icnseg.models.icn import enhance
 
     icn = load(peaky_checkpoint).icn
@@ -93,7 +93,7 @@ def test_unwritable_out_dir(peaky_checkpoint, tmp_path, where):
 
 
 def test_failed_export_leaves_no_dir(peaky_checkpoint, tmp_path, monkeypatch):
-    import icnseg.export.pipeline as pipeline
+    import icnseg.export.exporter as pipeline
 
     def boom(*a, **k):
         raise ExportError("simulated failure while writing")
@@ -105,7 +105,7 @@ def test_failed_export_leaves_no_dir(peaky_checkpoint, tmp_path, monkeypatch):
 
 
 def test_unsupported_layer_names_the_op(peaky_checkpoint, tmp_path):
-    from icnseg.model import load
+    from icnseg.loader import load
 
     model = load(peaky_checkpoint)
     model.classifier.backbone.features[1] = nn.SiLU()
@@ -153,9 +153,9 @@ def test_assets_export_matches_default_checkpoint(tmp_path):
 def test_peak_options_beyond_eq1_match_find_peaks(peaky_checkpoint, extra):
     from icnseg.export.parity import parity_images
     from icnseg.export.prm_graph import build_prm_onnx
-    from icnseg.model import load
+    from icnseg.loader import load
     from icnseg.models.prm import class_scores, find_peaks
-    from icnseg.postprocess import prepare_input
+    from icnseg.preprocess import prepare_input
     from icnseg.settings import PeakConfig
 
     m = load(peaky_checkpoint)
@@ -176,7 +176,7 @@ def test_dynamic_k_backward_runs_only_the_found_peaks(static_export):
     """--dynamic-k: prm has `count` rows, equal to the static graph's (whose rest are zero)."""
     ort = pytest.importorskip("onnxruntime")
     from icnseg.data.voc import read_image
-    from icnseg.postprocess import prepare_input
+    from icnseg.preprocess import prepare_input
 
     manifest = json.loads((ASSETS / "export" / "manifest.json").read_text())
     sessions = [ort.InferenceSession(str(d / "prm.onnx"), providers=["CPUExecutionProvider"])

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from icnseg.artifacts.engine_cache import TrtEnv
 from icnseg.errors import BackendUnavailable, ConfigError, InputError
 from icnseg.export.engine import build_engines
-from icnseg.export.engine_cache import TrtEnv
 from icnseg.runtime.backend import BACKENDS, DeviceArray, load_backend
+from icnseg.segmenter import run_stages
 
 ASSETS = Path(__file__).resolve().parents[2] / "icnseg" / "assets"
 ENV = TrtEnv("tensorrt", "10.8.0.43", "NVIDIA H100 80GB HBM3", "9.0")
@@ -44,7 +45,7 @@ def test_device_array_views():
 
 def test_ort_run_device_chains_like_run():
     pytest.importorskip("onnxruntime")
-    from icnseg.postprocess import prepare_input
+    from icnseg.preprocess import prepare_input
 
     _, x = prepare_input(_image(), (96, 96), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     with load_backend("onnxruntime", ASSETS / "export" / "prm.onnx") as prm, \
@@ -80,9 +81,9 @@ def test_exported_model_device_path_equals_host_path():
     with ExportedModel(ASSETS / "export") as model:
         assert not model.on_device  # cpu: host arrays
         cfg = model.segment_config(iterations=3)
-        host = model.run_stages(_image(), cfg)
+        host = run_stages(model, _image(), cfg)
         model.on_device = True
-        dev = model.run_stages(_image(), cfg)
+        dev = run_stages(model, _image(), cfg)
     assert len(host.peaks) > 0
     np.testing.assert_array_equal(dev.peaks, host.peaks)
     np.testing.assert_array_equal(dev.prm, host.prm)
@@ -130,7 +131,7 @@ def no_tensorrt(monkeypatch):
 
 def test_tensorrt_backend_is_registered_and_lazy():
     assert BACKENDS["tensorrt"] == "icnseg.runtime.tensorrt_backend:TensorRTBackend"
-    code = ("import sys, icnseg.runtime.tensorrt_backend, icnseg.export.engine, icnseg.cli_engine; "
+    code = ("import sys, icnseg.runtime.tensorrt_backend, icnseg.export.engine, icnseg.cli.engine; "
             "heavy = [m for m in ('tensorrt', 'tensorrt_rtx', 'pycuda', 'onnxruntime', 'torch') "
             "if m in sys.modules]; print(heavy)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from icnseg.errors import ConfigError, ExportError, InputError
-from icnseg.export.engine_cache import (
+from icnseg.artifacts.engine_cache import (
     EngineSpec,
     TrtEnv,
     build_cached,
@@ -21,6 +20,7 @@ from icnseg.export.engine_cache import (
     read_sidecar,
     timing_cache_path,
 )
+from icnseg.errors import ConfigError, ExportError, InputError
 
 ENV = TrtEnv("tensorrt", "10.8.0.43", "NVIDIA H100 80GB HBM3", "9.0")
 SHA = "a" * 64

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from icnseg.cli import main
+from icnseg.cli.main import main
 from icnseg.errors import ConfigError, InputError
-from icnseg.outputs import rle_to_mask
+from icnseg.rle import rle_to_mask
 
 pytest.importorskip("onnxruntime")
 
@@ -88,8 +88,8 @@ def test_notorch_runtime_segments(peaky_export, synth_dir, tmp_path):
         from icnseg.runtime import ExportedModel
         import icnseg
         model = ExportedModel({str(peaky_export)!r})
-        found = icnseg.segment(model, read_image({image!r}), backend="onnxruntime")
-        from icnseg.cli import main
+        found = icnseg.segment(model, read_image({image!r}))
+        from icnseg.cli.main import main
         rc = main(["run", {str(peaky_export)!r}, {image!r}, "--out", {str(tmp_path / "o")!r},
                    "--backend", "onnxruntime"])
         assert sys.modules["torch"] is None

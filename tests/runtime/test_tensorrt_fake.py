@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import icnseg
+from icnseg.artifacts.engine_cache import TrtEnv
 from icnseg.errors import InputError
 from icnseg.export.engine import build_engines
-from icnseg.export.engine_cache import TrtEnv
+from icnseg.segmenter import run_stages
 
 ort = pytest.importorskip("onnxruntime")
 ASSETS = Path(__file__).resolve().parents[2] / "icnseg" / "assets"
@@ -184,7 +186,7 @@ def _fake_tensorrt(mem: Memory) -> types.ModuleType:
 @pytest.fixture()
 def fake_gpu(monkeypatch, tmp_path, static_export):
     """Stand-in tensorrt + pycuda, and an export copy whose 'engines' name their ONNX file."""
-    from icnseg import cuda
+    from icnseg.runtime import cuda
 
     mem = Memory()
     pycuda = _fake_pycuda(mem)
@@ -204,7 +206,7 @@ def fake_gpu(monkeypatch, tmp_path, static_export):
 
 def _x() -> np.ndarray:
     from icnseg.data.voc import read_image
-    from icnseg.postprocess import prepare_input
+    from icnseg.preprocess import prepare_input
 
     image = read_image(sorted((ASSETS / "samples").glob("*.jpg"))[0])
     return prepare_input(image, (96, 96), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))[1]
@@ -254,12 +256,12 @@ def test_exported_model_on_fake_gpu(fake_gpu):
     with ExportedModel(export, "tensorrt", "cuda") as trt_model, ExportedModel(export) as ref:
         assert trt_model.on_device
         cfg = ref.segment_config(iterations=3)
-        a, b = trt_model.run_stages(image, cfg), ref.run_stages(image, cfg)
+        a, b = run_stages(trt_model, image, cfg), run_stages(ref, image, cfg)
         assert len(b.peaks)
         np.testing.assert_array_equal(a.peaks, b.peaks)
         np.testing.assert_array_equal(a.prm, b.prm)
         np.testing.assert_allclose(a.enhanced, b.enhanced, rtol=0, atol=1e-6)
-        assert len(trt_model.segment(image)) == len(ref.segment(image))
+        assert len(icnseg.segment(trt_model, image)) == len(icnseg.segment(ref, image))
 
 
 def test_undeserialisable_engine_is_a_clear_error(fake_gpu):

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import icnseg
 from icnseg.errors import BackendUnavailable, InputError
+from icnseg.segmenter import run_stages
 
 pytestmark = pytest.mark.gpu
 ASSETS = Path(__file__).resolve().parents[2] / "icnseg" / "assets"
@@ -24,7 +26,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def trt_env():
     """The TensorRT + GPU environment, or skip (no tensorrt / pycuda / CUDA device)."""
     pytest.importorskip("onnxruntime")
-    from icnseg.export.trt_env import current_env
+    from icnseg.artifacts.trt_env import current_env
 
     try:
         return current_env()
@@ -45,7 +47,7 @@ def built(trt_env, tmp_path_factory, static_export):
 
 def _inputs() -> list[np.ndarray]:
     from icnseg.data.voc import read_image
-    from icnseg.postprocess import prepare_input
+    from icnseg.preprocess import prepare_input
 
     return [prepare_input(read_image(p), (96, 96), MEAN, STD)[1]
             for p in sorted((ASSETS / "samples").glob("*.jpg"))]
@@ -147,7 +149,7 @@ def test_dynamic_k_and_device_chain(built):
             ExportedModel(export) as ort_model:
         assert trt_model.on_device
         cfg = ort_model.segment_config(iterations=3)
-        a, b = trt_model.run_stages(image, cfg), ort_model.run_stages(image, cfg)
+        a, b = run_stages(trt_model, image, cfg), run_stages(ort_model, image, cfg)
         np.testing.assert_array_equal(a.peaks[:, :3], b.peaks[:, :3])
         _close(a.prm, b.prm, 1e-3)
         if len(b.peaks):
@@ -187,7 +189,7 @@ def test_ort_cuda_iobinding_matches_cpu():
             ExportedModel(ASSETS / "export") as cpu:
         assert gpu.on_device
         cfg = cpu.segment_config(iterations=3)
-        a, b = gpu.run_stages(image, cfg), cpu.run_stages(image, cfg)
+        a, b = run_stages(gpu, image, cfg), run_stages(cpu, image, cfg)
         out = gpu.prm.run_device({"image": _inputs()[0]})
         assert out["prm"].device == "cuda" and out["prm"].owner.device_name().lower() == "cuda"
     np.testing.assert_array_equal(a.peaks[:, :3], b.peaks[:, :3])
@@ -212,7 +214,7 @@ def test_device_matching_gives_the_cpu_instances(iterations):
         assert gpu.matches_on_device(cfg) and not cpu.matches_on_device(cfg)
         for path in sorted((ASSETS / "samples").glob("*.jpg")):
             image = read_image(path)
-            a, b = gpu.segment(image, config=cfg), cpu.segment(image, config=cfg)
+            a, b = icnseg.segment(gpu, image, config=cfg), icnseg.segment(cpu, image, config=cfg)
             assert [i.class_name for i in a] == [i.class_name for i in b], path
             for x, y in zip(a, b, strict=True):
                 assert abs(x.score - y.score) < 1e-4 and (x.mask == y.mask).mean() > 0.999

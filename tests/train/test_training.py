@@ -7,8 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from icnseg.checkpoint import load_checkpoint  # noqa: E402
-from icnseg.cli import main  # noqa: E402
-from icnseg.model import load  # noqa: E402
+from icnseg.cli.main import main  # noqa: E402
+from icnseg.loader import load  # noqa: E402
 from icnseg.train.common import resume_path  # noqa: E402
 
 SMALL = ["--backbone", "tiny", "--input-size", "64", "--epochs", "2", "--batch-size", "4",

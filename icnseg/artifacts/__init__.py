@@ -1,0 +1,1 @@
+"""Artefact formats export writes and the runtime reads: manifest, engine cache, TensorRT env."""

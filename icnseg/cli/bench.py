@@ -1,0 +1,59 @@
+"""`icnseg bench`: the command-line face of ``icnseg.benchmarks.bench`` (parsing only)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from icnseg.loader import torch_available
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from icnseg.benchmarks.bench import BenchConfig, run_bench
+    from icnseg.benchmarks.report import render_markdown, write_results
+
+    if args.backend:
+        backends = tuple(args.backend)
+    elif torch_available():
+        backends = ("torch", "onnxruntime")
+    else:  # a runtime-only install, as the demo does
+        backends = ("onnxruntime",)
+        print("bench: PyTorch not installed: --backend onnxruntime only", file=sys.stderr)
+    cfg = BenchConfig(model=args.model, backends=backends, device=args.device,
+                      baseline=args.baseline, iters=args.iters, warmup=args.warmup,
+                      images=tuple(args.images or ()), streams=args.streams,
+                      cold=args.cold, micro=args.micro, export=args.export)
+    result = run_bench(cfg, log=lambda m: print(m, file=sys.stderr))
+    print(render_markdown(result))
+    if args.json:
+        path, md = write_results(result, args.json)
+        print(f"results written to {path} and {md}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``bench`` on the top-level subcommands."""
+    p = sub.add_parser("bench", help="latency/throughput per stage and end to end, "
+                       "backends side by side (outputs checked equal first)")
+    p.add_argument("model", help="checkpoint file, export directory or 'default'")
+    p.add_argument("--backend", action="append", choices=("torch", "onnxruntime", "tensorrt"),
+                   help="repeatable (default: torch and onnxruntime; onnxruntime without torch)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt"),
+                   help="device of the runtime backends (default: cpu)")
+    p.add_argument("--baseline", action="store_true",
+                   help="add the original PRM pipeline and report speed-ups over it")
+    p.add_argument("--iters", type=int, default=20, help="timed images per backend (default: 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed images first (default: 3)")
+    p.add_argument("--images", nargs="+", default=None,
+                   help="image files or folders (default: the bundled sample images)")
+    p.add_argument("--streams", type=int, default=2,
+                   help="concurrent streams for the overlapped throughput (0: skip; default: 2)")
+    p.add_argument("--cold", action=argparse.BooleanOptionalAction, default=True,
+                   help="cold start and peak RSS in a fresh process per backend (default: on)")
+    p.add_argument("--micro", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --baseline: matcher N=1000 K=8 and backward K=8 (default: on)")
+    p.add_argument("--export", default=None,
+                   help="export directory the runtime backends load (default: MODEL's; "
+                        "outputs are still checked against torch)")
+    p.add_argument("--json", default=None, help="write the result here (+ .md next to it)")
+    p.set_defaults(func=_cmd_bench)

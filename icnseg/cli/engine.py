@@ -1,0 +1,67 @@
+"""`icnseg build-engine DIR`: TensorRT engines for an export directory (thin CLI front end)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from icnseg.cli.util import human_bytes
+from icnseg.errors import ConfigError
+
+
+def precision_of(args: argparse.Namespace) -> str:
+    """fp32, fp16 or int8 from the flags; ConfigError for --int8 without --calib and vice versa."""
+    if args.int8 and not args.calib:
+        raise ConfigError("--int8 needs calibration images: add --calib DIR")
+    if args.calib and not args.int8:
+        raise ConfigError("--calib is only used with --int8")
+    return "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    """Build (or reuse) the engines and print what was done."""
+    from icnseg.export.engine import build_engines
+
+    precision = precision_of(args)
+    t0 = time.perf_counter()
+    results = build_engines(args.dir, precision, calib=args.calib, dla_core=args.dla,
+                            workspace_mb=args.workspace, timing_cache=args.timing_cache,
+                            force=args.force, log=print,
+                            size_range=((args.sizes[0], args.sizes[1]), (args.sizes[2],
+                                                                         args.sizes[3]))
+                            if args.sizes else None)
+    for r in results:
+        what = "reused" if r.reused else "built "
+        why = f"  (rebuilt: {r.rebuilt_because})" if r.rebuilt_because else ""
+        print(f"{what} {r.role}.onnx -> {r.path}  {human_bytes(r.bytes)}, {r.precision}, "
+              f"{r.seconds:.1f}s{why}")
+    print(f"engines ready in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `build-engine` on the CLI's subparsers; returns its parser."""
+    p = subparsers.add_parser(
+        "build-engine", help="TensorRT engines for an export directory (cached per GPU)",
+        description="Build TensorRT engines for DIR/prm.onnx and DIR/icn.onnx into DIR/engines. "
+        "Engines are keyed by ONNX sha256 + TensorRT version + GPU + settings: a second build "
+        "is instant, a stale or corrupt engine is rebuilt.")
+    p.add_argument("dir", metavar="DIR", help="export directory (from `icnseg export`)")
+    p.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
+    p.add_argument("--int8", action="store_true",
+                   help="INT8 with entropy calibration over --calib (FP16 kernels allowed too)")
+    p.add_argument("--calib", metavar="IMAGES", default=None,
+                   help="folder of calibration images for --int8 (.jpg/.png/.bmp)")
+    p.add_argument("--dla", type=int, metavar="N", default=None,
+                   help="run on Jetson DLA core N, GPU fallback on (needs --fp16 or --int8)")
+    p.add_argument("--workspace", type=int, metavar="MB", default=None,
+                   help="builder workspace limit in MB (default: TensorRT's)")
+    p.add_argument("--timing-cache", metavar="FILE", default=None,
+                   help="timing cache file (default: DIR/engines/timing.<gpu+trt>.cache)")
+    p.add_argument("--sizes", type=int, nargs=4, metavar=("HMIN", "WMIN", "HMAX", "WMAX"),
+                   default=None, help="H/W profile range of a --dynamic-size icn.onnx "
+                   "(default: the export's input size)")
+    p.add_argument("--force", action="store_true", help="rebuild even when a valid engine exists")
+    p.set_defaults(func=cmd_build_engine)
+    return p

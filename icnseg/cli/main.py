@@ -1,0 +1,340 @@
+"""`icnseg ...`: a thin argparse front end; every command calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from icnseg import __version__
+from icnseg.cli.flags import add_config_args, config_from_args
+from icnseg.cli.util import human_bytes
+from icnseg.errors import ConfigError, IcnsegError
+from icnseg.settings import RULES
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from icnseg.data.synth import generate
+
+    out = generate(
+        args.out,
+        args.n,
+        seed=args.seed,
+        size=args.size,
+        force=args.force,
+        val_fraction=args.val_fraction,
+    )
+    print(f"wrote {args.n} images in VOC layout to {out}")
+    return 0
+
+
+def _cmd_stage1(args: argparse.Namespace) -> int:
+    from icnseg.train.stage1 import Stage1Config, train_stage1
+
+    train_stage1(config_from_args(Stage1Config, args, data=args.data, out=args.out))
+    return 0
+
+
+def _cmd_stage2(args: argparse.Namespace) -> int:
+    from icnseg.train.stage2 import Stage2Config, train_stage2
+
+    labels = args.labels or ["proposals"]
+    if len(labels) > 2 or (labels[0] == "saliency") != (len(labels) == 2):
+        raise ConfigError("--labels takes 'proposals' or 'saliency DIR'")
+    args.labels = None
+    cfg = config_from_args(
+        Stage2Config,
+        args,
+        data=args.data,
+        out=args.out,
+        stage1=args.stage1,
+        labels=labels[0],
+        saliency_dir=labels[1] if len(labels) == 2 else None,
+    )
+    train_stage2(cfg)
+    return 0
+
+
+def _segment_overrides(args: argparse.Namespace) -> dict:
+    """The run/demo flags that change the model's recorded segment settings."""
+    match = {k: getattr(args, k) for k in ("scoring", "nms_iou") if getattr(args, k) is not None}
+    kw = {
+        k: getattr(args, k)
+        for k in ("iterations", "threshold", "rule")
+        if getattr(args, k) is not None
+    }
+    return {**kw, **({"match": match} if match else {})}
+
+
+def _load(model_name: str, args: argparse.Namespace):
+    """(Segmenter, its segment config) through the one loader; prints the auto choice."""
+    from icnseg.loader import auto_backend, check_device, load
+
+    if args.backend in (None, "auto"):
+        args.backend, why = auto_backend(model_name)
+        print(f"backend: {args.backend} ({why})", file=sys.stderr)
+    args.device = check_device(args.backend, args.device)
+    model = load(model_name, backend=args.backend, device=args.device)
+    return model, model.segment_config(**_segment_overrides(args))
+
+
+def _prefetch_depth(depth: int | None, device: str) -> int:
+    """--prefetch, or by default 3 on a GPU (the host is idle during device work) and 0 on
+    the CPU (the networks use every core; measured by benchmarks/stream_overlap.py)."""
+    from icnseg.cli.run import PREFETCH_DEPTH
+
+    if depth is None:
+        return PREFETCH_DEPTH if device != "cpu" else 0
+    if depth < 0:
+        raise ConfigError(f"--prefetch must be >= 0, got {depth}")
+    return depth
+
+
+def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
+    from icnseg.cli.run import FrameSegmenter, run_sources
+    from icnseg.cli.sources import expand_inputs, make_sources
+
+    sources = make_sources(expand_inputs(inputs), getattr(args, "frames", None),
+                           getattr(args, "every", 1))
+    model, cfg = _load(model_name, args)
+    segment_fn = FrameSegmenter(model, cfg, with_prm=args.prm_panel)
+    config = {
+        "model": model.source,
+        "backend": args.backend,
+        "device": args.device,
+        "proposals": args.proposals,
+        **cfg.to_dict(),
+    }
+    summary = run_sources(segment_fn, sources, out, model.classes, config,
+                          proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
+                          frame_png=getattr(args, "frame_png", False),
+                          depth=_prefetch_depth(getattr(args, "prefetch", None), args.device))
+    for video in summary.videos:
+        print(f"annotated video: {video}")
+    print(summary.line(out))
+    return 1 if summary.failed else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    return _run(args.model, args.inputs, args.out, args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from icnseg.loader import ASSETS
+
+    samples = sorted((ASSETS / "samples").glob("*.jpg"))
+    if not samples:
+        raise ConfigError(f"{ASSETS / 'samples'}: the package ships no sample images")
+    rc = _run("default", [str(p) for p in samples], args.out, args)
+    print(f"overlays (PNG) and instances (JSON) are in {args.out}/")
+    return rc
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from icnseg.export.exporter import checkpoint_to_onnx
+
+    result = checkpoint_to_onnx(
+        args.model,
+        args.out,
+        size=tuple(args.size) if args.size else None,
+        peaks=args.peaks,
+        rule=args.rule,
+        opset=args.opset,
+        dynamic_size=args.dynamic_size,
+        unroll=args.unroll,
+        force=args.force,
+        dynamic_k=args.dynamic_k,
+    )
+    print(f"exported {args.model} -> {result.out_dir} in {result.seconds:.1f}s")
+    for name, size in result.sizes.items():
+        print(f"  {name:14s} {human_bytes(size):>10s}")
+    if not args.check:
+        return 0
+    from icnseg.export.parity import check_export, format_report
+
+    report = check_export(args.model, result.out_dir)
+    print(format_report(report))
+    return 0 if report["ok"] else 1
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from icnseg.eval_files import evaluate_dirs, format_table, write_metrics
+
+    metrics = evaluate_dirs(args.pred_dir, args.gt, split=args.split)
+    print(format_table(metrics))
+    if metrics.get("predictions_outside_split"):
+        print(f"note: {metrics['predictions_outside_split']} prediction(s) for images outside "
+              f"the {args.split!r} split were not scored")
+    out = args.json or str(Path(args.pred_dir) / "metrics.json")
+    write_metrics(out, metrics)
+    print(f"metrics written to {out}")
+    return 0
+
+
+def _add_segment_args(p: argparse.ArgumentParser) -> None:
+    from icnseg.loader import BACKENDS, DEVICES
+
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", *BACKENDS),
+        help="inference backend; auto: torch for a checkpoint, onnxruntime for an export "
+        "directory (tensorrt when engines were built into it), for 'default' torch if "
+        "installed, else the shipped export on onnxruntime (default: auto)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        choices=DEVICES,
+        help="cpu, or cuda / tensorrt (ONNX Runtime GPU execution providers) "
+        "(default: cuda for --backend tensorrt, else cpu)",
+    )
+    p.add_argument(
+        "--proposals",
+        default="builtin",
+        help="'builtin' or a folder with <stem>.mat/.json/<stem>/ per image",
+    )
+    p.add_argument(
+        "--iterations", type=int, default=None, help="T, ICN passes (default: 3; 0 = naive PRM)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="binarisation threshold of the enhanced map (default: 0.5)",
+    )
+    p.add_argument(
+        "--rule", choices=RULES, default=None, help="PRM backprop rule (default: prm)"
+    )
+    p.add_argument(
+        "--scoring",
+        choices=("icn", "paper", "prm"),
+        default=None,
+        help="proposal matching (Eq. 5) variant (default: icn)",
+    )
+    p.add_argument("--nms-iou", type=float, default=None, help="mask NMS IoU (default: 0.5)")
+    p.add_argument("--prm-panel", action="store_true", help="add a PRM heat-map panel")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree."""
+    from icnseg.train.stage1 import Stage1Config
+    from icnseg.train.stage2 import Stage2Config
+
+    parser = argparse.ArgumentParser(
+        prog="icnseg",
+        description="Weakly supervised instance segmentation (PRM + ICN): "
+        "train, export, run, evaluate, benchmark.",
+    )
+    parser.add_argument("--version", action="version", version=f"icnseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
+    p = data.add_parser("synth", help="write a synthetic shapes dataset in PASCAL VOC layout")
+    p.add_argument("--out", required=True, help="output directory (must be empty or absent)")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share in val (default: 0.2)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_cmd_synth)
+
+    train = sub.add_parser("train", help="two-stage training").add_subparsers(
+        dest="stage", required=True
+    )
+    p = train.add_parser("stage1", help="train the PRM classifier on image-level labels")
+    p.add_argument("--data", required=True, help="VOC-layout dataset root")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors or .pt)")
+    add_config_args(p, Stage1Config, skip=("data", "out"))
+    p.set_defaults(func=_cmd_stage1)
+    p = train.add_parser("stage2", help="train the ICN on pseudo labels of a stage-1 model")
+    p.add_argument("--data", required=True, help="VOC-layout dataset root")
+    p.add_argument("--out", required=True, help="checkpoint to write (classifier + ICN)")
+    p.add_argument("--stage1", required=True, help="stage-1 checkpoint")
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        metavar=("SOURCE", "DIR"),
+        default=None,
+        help="'proposals' (default: pseudo labels from matched proposals) or "
+        "'saliency DIR' (instance masks of a VOC-layout DIR as labels)",
+    )
+    add_config_args(p, Stage2Config, skip=("data", "out", "stage1", "labels", "saliency_dir"))
+    p.set_defaults(func=_cmd_stage2)
+
+    p = sub.add_parser("demo", help="run the embedded model on the bundled sample images")
+    p.add_argument("--out", default="icnseg-demo", help="output folder (default: icnseg-demo)")
+    _add_segment_args(p)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("run", help="segment images, videos and cameras: <stem>.json + "
+                       "<stem>.png per image; <stem>/NNNNNN.json + <stem>.mp4 per video")
+    p.add_argument("model", help="checkpoint file, export directory or 'default'")
+    p.add_argument("inputs", nargs="+", help="image or video files, folders, globs, "
+                   "or camera indices (0, cam:0)")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_segment_args(p)
+    p.add_argument("--frames", type=int, default=None, metavar="N",
+                   help="segment at most N frames of each video / camera (default: all)")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="segment every N-th frame of videos / cameras (default: 1)")
+    p.add_argument("--prefetch", type=int, default=None, metavar="N",
+                   help="frames decoded + prepared ahead in a thread, 0 = inline "
+                        "(default: 3 on a GPU, 0 on the CPU)")
+    p.add_argument("--frame-png", action="store_true",
+                   help="also write an overlay PNG per video frame")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("export", help="checkpoint -> prm.onnx, icn.onnx, manifest.json")
+    p.add_argument("model", help="checkpoint file or 'default'")
+    p.add_argument("--out", required=True, help="export directory (must be empty or absent)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="input size (default: the model's)")
+    p.add_argument("--peaks", type=int, default=32, help="K_max, peaks per image (default: 32)")
+    p.add_argument("--rule", choices=RULES, default="prm",
+                   help="backward rule of the PRM graph (default: prm)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument("--dynamic-size", action="store_true",
+                   help="icn.onnx with dynamic H/W (prm.onnx stays at --size)")
+    p.add_argument("--dynamic-k", action="store_true",
+                   help="PRM backward over the image's peaks only, not K_max rows (faster on "
+                        "ONNX Runtime; the TensorRT backend needs a static export)")
+    p.add_argument("--unroll", type=int, default=1,
+                   help="ICN passes chained in icn.onnx; must divide T (default: 1)")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare ONNX Runtime with PyTorch and fail above tolerance (default: on)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("eval", help="mAP^r@0.25/0.5/0.75, ABO and mIoU of predictions")
+    p.add_argument("pred_dir", help="folder of <stem>.json written by `icnseg run`")
+    p.add_argument("--gt", required=True, help="VOC-layout ground truth root")
+    p.add_argument("--split", default="val", help="ImageSets/Segmentation split (default: val)")
+    p.add_argument("--json", default=None, help="metrics file (default: PRED_DIR/metrics.json)")
+    p.set_defaults(func=_cmd_eval)
+
+    from icnseg.cli import bench as cli_bench
+    from icnseg.cli import engine as cli_engine
+
+    cli_engine.add_parser(sub)
+    cli_bench.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, err: Callable[[str], None] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    err = err or (lambda m: print(m, file=sys.stderr))
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except IcnsegError as exc:
+        err(f"icnseg: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        err("icnseg: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""`icnseg run` / `icnseg demo`: segment images, videos and cameras; write JSON + overlays.
+
+Frames come from ``icnseg.cli.sources`` through a prefetch thread that also does the host-side
+preparation (decode, resize to the model input, proposals), so it overlaps the networks.
+Images get ``<stem>.json`` + ``<stem>.png``; a video or camera gets ``<stem>/<frame>.json``
+per frame and one annotated video ``<stem>.mp4``. A bad input fails alone, never the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from icnseg.cli.sources import (
+    CaptureSource,
+    Frame,
+    ImageSource,
+    Prefetcher,
+    iter_frames,
+)
+from icnseg.errors import IcnsegError
+
+PREFETCH_DEPTH = 3  # frames decoded and prepared ahead of the one being segmented
+
+
+@dataclass
+class RunSummary:
+    """What a run did: written stems, failures (input, message), instances, frames, videos."""
+
+    written: list[str] = field(default_factory=list)  # image stems
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    instances: int = 0
+    seconds: float = 0.0
+    frames: int = 0  # video / camera frames segmented
+    streams: int = 0  # video / camera inputs seen
+    videos: list[str] = field(default_factory=list)  # annotated videos written
+
+    def line(self, out_dir: str | os.PathLike) -> str:
+        """One summary line for the terminal."""
+        parts = [f"{len(self.written)} image(s)"] if self.written or not self.streams else []
+        if self.streams:
+            parts.append(f"{self.frames} frame(s) of {self.streams} video(s)")
+        return (
+            f"{' + '.join(parts)} segmented, {self.instances} instance(s), "
+            f"{len(self.failed)} failed, {self.seconds:.1f}s -> {out_dir}"
+        )
+
+
+class FrameSegmenter:
+    """A Segmenter with fixed settings, split the way ``run_sources`` uses it: ``prepare``
+    (host only, thread-safe: resize and proposals) in the prefetch thread, ``segment``
+    (networks, matching, NMS) in the main one."""
+
+    def __init__(self, model, cfg, with_prm: bool = False) -> None:
+        """``model``: any Segmenter (``icnseg.load``); ``cfg``: its SegmentConfig."""
+        self.model, self.cfg, self.with_prm = model, cfg, with_prm
+
+    def prepare(self, image: np.ndarray, proposals=None):
+        """Check and resize the image; make (or resize the given) proposals."""
+        return self.model.prepare(image, proposals)
+
+    def segment(self, prepared) -> tuple[list, np.ndarray | None]:
+        """Instances at the frame's size, and the naive PRMs [K, h, w] if a panel is asked."""
+        stages = self.model.infer(prepared, self.cfg)
+        instances = self.model.select(prepared, stages, self.cfg)
+        return instances, (stages.prm if self.with_prm else None)
+
+    def __call__(self, image: np.ndarray, proposals=None) -> tuple[list, np.ndarray | None]:
+        return self.segment(self.prepare(image, proposals))
+
+
+def _preparer(segment_fn: Callable, proposals: str) -> Callable[[Frame], Frame]:
+    """The per-frame work of the prefetch thread: proposals (from a folder) and ``prepare``."""
+    from icnseg.proposals.loaders import load_proposals_for
+
+    prepare = getattr(segment_fn, "prepare", None)
+
+    def fn(frame: Frame) -> Frame:
+        if frame.error is None:
+            try:
+                shape = frame.image.shape[:2]
+                props = (None if proposals == "builtin"
+                         else load_proposals_for(proposals, frame.key, shape))
+                frame.data = (prepare(frame.image, props) if prepare is not None
+                              else (frame.image, props))
+            except IcnsegError as exc:
+                frame.error = exc
+        return frame
+
+    return fn
+
+
+class _Writer:
+    """Writes each segmented frame: image JSON + PNG, or frame JSON + annotated video."""
+
+    def __init__(self, out: Path, class_names, config: dict, frame_png: bool) -> None:
+        self.out, self.class_names, self.config, self.frame_png = (
+            out, class_names, config, frame_png)
+        self.video = None
+        self.source = None
+
+    def switch(self, source, summary: RunSummary) -> None:
+        """Finish the previous source's video; count video / camera inputs."""
+        self.finish(summary)
+        self.source = source
+        summary.streams += source.kind != "images"
+
+    def finish(self, summary: RunSummary) -> None:
+        """Finalise the annotated video of the current source (if it has frames)."""
+        video, self.video = self.video, None
+        if video is not None and (path := video.close()) is not None:
+            summary.videos.append(str(path))
+
+    def abort(self, interrupted: bool, summary: RunSummary) -> None:
+        """Drop an unfinished video; a camera stopped by Ctrl-C keeps what it recorded."""
+        if interrupted and self.source is not None and self.source.live:
+            self.finish(summary)
+        elif self.video is not None:
+            self.video.abort()
+            self.video = None
+
+    def write(self, frame: Frame, instances, prm) -> None:
+        """Write the outputs of one segmented frame."""
+        from icnseg.output.overlay import render_overlay
+        from icnseg.output.record import instances_to_json, write_json, write_png, write_result
+        from icnseg.output.video import VideoOutput
+
+        if frame.source.kind == "images":
+            write_result(self.out, frame.stem, frame.image, instances, self.config, prm=prm,
+                         image_name=frame.name, class_names=self.class_names)
+            return
+        h, w = frame.image.shape[:2]
+        record = instances_to_json(frame.name, h, w, instances, self.config)
+        overlay = render_overlay(frame.image, instances, self.class_names, prm=prm)
+        write_json(self.out / f"{frame.stem}.json", record)
+        if self.frame_png:
+            write_png(self.out / f"{frame.stem}.png", overlay)
+        if self.video is None:
+            self.video = VideoOutput(self.out / f"{frame.source.stem}.mp4",
+                                     frame.source.output_fps)
+        self.video.write(overlay)
+
+
+@contextlib.contextmanager
+def _frames(sources: Sequence, prepare: Callable[[Frame], Frame], depth: int) -> Iterator:
+    """Prepared frames: ``depth`` ahead in a Prefetcher thread, or inline when depth is 0."""
+    if depth > 0:
+        with Prefetcher(iter_frames(sources), prepare, depth) as frames:
+            yield frames
+        return
+    with contextlib.closing(iter_frames(sources)) as frames:
+        yield map(prepare, frames)
+
+
+def run_sources(
+    segment_fn: Callable,
+    sources: Sequence[ImageSource | CaptureSource],
+    out_dir: str | os.PathLike,
+    class_names: Sequence[str],
+    config: dict,
+    proposals: str = "builtin",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    frame_png: bool = False,
+    depth: int = PREFETCH_DEPTH,
+) -> RunSummary:
+    """Segment every frame with ``segment_fn(image, proposals) -> (instances, prm|None)``
+    (its ``prepare`` half, if any, runs in the prefetch thread) and write the outputs."""
+    from tqdm import tqdm
+
+    summary = RunSummary()
+    writer = _Writer(Path(out_dir), class_names, config, frame_png)
+    segment = getattr(segment_fn, "segment", None) or (lambda data: segment_fn(*data))
+    t0 = time.perf_counter()
+    try:
+        with (
+            _frames(sources, _preparer(segment_fn, proposals), depth) as frames,
+            tqdm(frames, desc="segment", unit="frame", disable=None if progress else True,
+                 leave=False) as bar,
+        ):
+            for frame in bar:
+                if frame.source is not writer.source:
+                    writer.switch(frame.source, summary)
+                try:
+                    if frame.error is not None:
+                        raise frame.error
+                    instances, prm = segment(frame.data)
+                    writer.write(frame, instances, prm)
+                except IcnsegError as exc:
+                    msg = str(exc)
+                    if frame.source.kind != "images" and not msg.startswith(frame.origin):
+                        msg = f"{frame.name}: {msg}"  # name the frame the error belongs to
+                    summary.failed.append((frame.origin, msg))
+                    log(f"icnseg: error: {msg}")
+                    continue
+                if frame.source.kind == "images":
+                    summary.written.append(frame.stem)
+                else:
+                    summary.frames += 1
+                summary.instances += len(instances)
+        writer.finish(summary)
+    except BaseException as exc:
+        writer.abort(isinstance(exc, KeyboardInterrupt), summary)
+        raise
+    summary.seconds = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,1 @@
+"""Writers of run outputs: JSON records, overlay PNGs, annotated videos."""

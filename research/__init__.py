@@ -1,0 +1,1 @@
+"""Research scripts (ablations, sweeps): run from a source checkout, never installed."""
