@@ -84,7 +84,7 @@ def _shape_list(profiles: Mapping[str, tuple], which: int) -> str:
 def trt_provider_options(onnx_path: Path, precision: str | None = None) -> dict[str, Any]:
     """TensorRT EP options: engine + timing caches, FP16, explicit profiles for dynamic K."""
     from icnseg.artifacts.manifest import MANIFEST, read_manifest
-    from icnseg.export.engine import graph_input_shapes, profile_shapes
+    from icnseg.artifacts.profiles import graph_input_shapes, profile_shapes
 
     cache = str(trt_cache_dir(onnx_path.parent))
     opts: dict[str, Any] = {

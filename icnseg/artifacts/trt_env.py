@@ -1,8 +1,9 @@
 """TensorRT, imported lazily: the one place that knows how to find it.
 
 ``import_tensorrt()`` returns ``tensorrt`` (>= 10) or, where that is what is installed,
-``tensorrt_rtx``; ``current_env()`` names the TensorRT + GPU an engine is tied to. CUDA
-itself (context, stream, error chokepoint) is ``icnseg.runtime.cuda``.
+``tensorrt_rtx``; ``current_env()`` names the TensorRT + GPU an engine is tied to (it asks
+the device through ``icnseg.runtime.cuda``, the one CUDA context and error chokepoint, which
+engine builds use too: they run on the GPU the engine is for).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 
 from icnseg.artifacts.engine_cache import TrtEnv
 from icnseg.errors import BackendUnavailable
-from icnseg.runtime.cuda import check_cuda, cuda_driver
 
 INSTALL_TRT = ("TensorRT is not installed: pip install 'icnseg[tensorrt]' "
                "(or use JetPack's TensorRT on Jetson)")
@@ -38,6 +38,8 @@ def import_tensorrt() -> tuple[Any, str]:
 
 def current_env() -> TrtEnv:
     """The TensorRT flavour/version and GPU name/compute capability engines here are tied to."""
+    from icnseg.runtime.cuda import check_cuda, cuda_driver
+
     trt, flavour = import_tensorrt()
     drv = cuda_driver()
     with check_cuda("querying the GPU", unavailable=True):

@@ -15,14 +15,9 @@ import pytest
 
 from icnseg.artifacts.engine_cache import TrtEnv
 from icnseg.artifacts.manifest import read_manifest
+from icnseg.artifacts.profiles import default_k_opt, graph_input_shapes, profile_shapes
 from icnseg.errors import BackendUnavailable, ConfigError, ExportError, InputError
-from icnseg.export.engine import (
-    build_engines,
-    default_k_opt,
-    graph_input_shapes,
-    onnx_to_engine,
-    profile_shapes,
-)
+from icnseg.export.engine import build_engines, onnx_to_engine
 
 ASSETS = Path(__file__).resolve().parents[2] / "icnseg" / "assets"
 ENV = TrtEnv("tensorrt", "10.8.0.43", "NVIDIA H100 80GB HBM3", "9.0")
