@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from icnseg.artifacts.manifest import read_manifest, verify_files
+from icnseg.compare import TOLERANCES, per_peak_err, rel_err
 
-TOL = 1e-4
+TOL = TOLERANCES["export"]
 
 
 def _session(path):
@@ -30,18 +31,6 @@ def _session(path):
     from icnseg.export.ort_cpu import cpu_session
 
     return cpu_session(path, "the parity check (skip it with --no-check)")
-
-
-def _rel(got: np.ndarray, want: np.ndarray) -> float:
-    """max |got - want| / max |want| (0 when both are all zero)."""
-    scale = float(np.abs(want).max()) if want.size else 0.0
-    diff = float(np.abs(got - want).max()) if want.size else 0.0
-    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-
-
-def _per_peak(got: np.ndarray, want: np.ndarray) -> float:
-    """Worst per-peak relative error over a stack [K,H,W]."""
-    return max((_rel(g, w) for g, w in zip(got, want, strict=True)), default=0.0)
 
 
 def parity_images(input_size: tuple[int, int], n_images: int, seed: int) -> list[np.ndarray]:
@@ -63,12 +52,12 @@ def _prm_check(classifier, x, peaks, rule: str, got: np.ndarray) -> dict[str, An
     from icnseg.models.prm_backprop import peak_response_maps
 
     want = peak_response_maps(classifier, x, peaks, rule).numpy()
-    out: dict[str, Any] = {"prm_err": _per_peak(got, want), "prm_bound": TOL, "fp64": False}
-    if out["prm_err"] > TOL:
+    out: dict[str, Any] = {"prm_err": per_peak_err(got, want), "prm_bound": TOL.prm, "fp64": False}
+    if out["prm_err"] > TOL.prm:
         net64 = copy.deepcopy(classifier).double()
         want64 = peak_response_maps(net64, x.to(torch.float64), peaks, rule).numpy()
-        out.update(fp64=True, prm_err64=_per_peak(got, want64),
-                   prm_bound=max(TOL, 2 * _per_peak(want, want64)))
+        out.update(fp64=True, prm_err64=per_peak_err(got, want64),
+                   prm_bound=max(TOL.prm, 2 * per_peak_err(want, want64)))
         out["prm_ok"] = out["prm_err64"] <= out["prm_bound"]
     else:
         out["prm_ok"] = True
@@ -94,8 +83,8 @@ def _image_parity(m, sessions, image, cfg, unroll: int) -> dict[str, Any]:
     n = int(count[0])
     res: dict[str, Any] = {
         "peaks": len(want_peaks),
-        "crm_err": _rel(crm, crm_t.numpy()),
-        "scores_err": _rel(scores[0], conf),
+        "crm_err": rel_err(crm, crm_t.numpy()),
+        "scores_err": rel_err(scores[0], conf),
         "peaks_equal": n == len(want_peaks)
         and np.array_equal(peaks[:n, :3], want_peaks[:, :3])
         and np.allclose(peaks[:n, 3], want_peaks[:, 3], rtol=1e-4, atol=1e-6),
@@ -113,9 +102,9 @@ def _image_parity(m, sessions, image, cfg, unroll: int) -> dict[str, Any]:
         with torch.no_grad():
             want_map = enhance(m.icn, x, torch.from_numpy(p), iterations=unroll).numpy()
         (got_map,) = sessions["icn"].run(["map"], {"image": xn, "prm": p})
-        res["icn_err"] = _rel(got_map, want_map)
-    res["ok"] = bool(res["peaks_equal"] and res["prm_ok"] and res["crm_err"] <= TOL
-                     and res["scores_err"] <= TOL and res.get("icn_err", 0.0) <= TOL)
+        res["icn_err"] = rel_err(got_map, want_map)
+    res["ok"] = bool(res["peaks_equal"] and res["prm_ok"] and res["crm_err"] <= TOL.maps
+                     and res["scores_err"] <= TOL.maps and res.get("icn_err", 0.0) <= TOL.maps)
     return res
 
 
@@ -133,7 +122,7 @@ def check_export(model: str | os.PathLike | Any, export_dir: str | os.PathLike,
     sessions = {role: _session(path) for role, path in paths.items()}
     images = [_image_parity(m, sessions, im, cfg, int(manifest["unroll"]))
               for im in parity_images(tuple(manifest["input_size"]), n_images, seed)]
-    return {"rule": manifest["rule"], "tolerance": TOL, "images": images,
+    return {"rule": manifest["rule"], "tolerance": TOL.prm, "images": images,
             "ok": all(r["ok"] for r in images)}
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from icnseg.errors import InputError
+from icnseg.nms import mask_iou
 
 __all__ = [
     "ImageGroundTruth",
@@ -67,21 +68,6 @@ class ImageGroundTruth:
     classes: np.ndarray
     ignore: np.ndarray | None = None
     difficult: np.ndarray | None = None
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
-    """IoU matrix [M,N] of mask stacks a [M,H,W] and b [N,H,W], ignore pixels left out."""
-    fa = a.reshape(a.shape[0], int(np.prod(a.shape[1:]))).astype(bool)
-    fb = b.reshape(b.shape[0], int(np.prod(b.shape[1:]))).astype(bool)
-    if ignore is not None:
-        valid = ~ignore.reshape(-1).astype(bool)
-        fa, fb = fa & valid, fb & valid
-    if fa.shape[0] == 0 or fb.shape[0] == 0:
-        return np.zeros((fa.shape[0], fb.shape[0]), dtype=np.float64)
-    dtype = np.float32 if fa.shape[1] < 2**24 else np.float64  # exact integer counts
-    inter = (fa.astype(dtype) @ fb.astype(dtype).T).astype(np.float64)
-    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:

@@ -57,8 +57,12 @@ def _iou(inter: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarra
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every pair of masks, float64 [N, M]; two empty masks have IoU 0."""
+def mask_iou(a: np.ndarray, b: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+    """IoU of every pair of masks a [N,H,W] x b [M,H,W], float64 [N, M]; pixels of the
+    ``ignore`` band [H,W] (e.g. VOC's void border) count in neither; an empty union gives 0."""
+    if ignore is not None:
+        valid = ~np.asarray(ignore, bool)
+        a, b = np.asarray(a, bool) & valid, np.asarray(b, bool) & valid
     inter = mask_intersections(a, b)
     area_a = _flat(a, "a").sum(axis=1, dtype=np.int64).astype(np.float64)
     area_b = _flat(b, "b").sum(axis=1, dtype=np.int64).astype(np.float64)

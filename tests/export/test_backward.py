@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from icnseg.compare import TOLERANCES
 from icnseg.export.backward import build_gradient_model
 from icnseg.export.opset import TRT_ALLOWED_OPS, check_trt_ops
 from icnseg.export.trace import trace_module
 from icnseg.models.prm_backprop import backprop_rule
 
 SIZES = {"pool": (33, 31), "resnet": (33, 31), "fuse": (32, 32)}
-TOL = 1e-4  # DESIGN: max abs err <= 1e-4 * max|R| in FP32
+TOL = TOLERANCES["export"].prm  # DESIGN: max abs err <= 1e-4 * max|R| in FP32
 
 
 def autograd_per_peak(net: nn.Module, x: torch.Tensor, seeds: np.ndarray,

@@ -145,7 +145,9 @@ def test_assets_export_matches_default_checkpoint(tmp_path):
         wa = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer}
         wb = {t.name: onnx.numpy_helper.to_array(t) for t in b.graph.initializer}
         assert wa.keys() == wb.keys()
-        assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+        for k in wa:  # folded BN scales may differ in the last bit across CPUs (rsqrt, FMA)
+            np.testing.assert_allclose(wa[k], wb[k], rtol=1e-6,
+                                       atol=1e-6 * float(np.abs(wa[k]).max()), err_msg=k)
 
 
 @pytest.mark.parametrize("extra", [{"min_response": 0.05}, {"relative": 0.5},

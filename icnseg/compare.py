@@ -1,0 +1,110 @@
+"""One comparator and one tolerance table for outputs of two backends (or two precisions).
+
+Used by ``icnseg export --check`` (ONNX Runtime vs PyTorch), ``icnseg bench`` (every backend
+vs the reference, before any timing) and the tests. A ``Tolerance`` says how close a pair
+must be; ``TOLERANCES`` names the ones in use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from icnseg.instance import Instance
+from icnseg.nms import mask_iou
+from icnseg.segmenter import Stages
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a pair of outputs may be apart."""
+
+    prm: float  # max |R - R_ref| / max |R_ref| (naive PRMs)
+    maps: float  # max |V - V_ref| of the ICN maps (values in [0, 1]); class maps relative
+    score: float  # max |s - s_ref| of instance scores
+    mask_iou: float  # min IoU of corresponding instance masks
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    # DESIGN "Parity is a test": an FP32 export vs PyTorch, per peak.
+    "export": Tolerance(prm=1e-4, maps=1e-4, score=1e-4, mask_iou=1.0),
+    # FP32 backends side by side (bench): other kernels, other summation orders.
+    "fp32": Tolerance(prm=1e-3, maps=1e-3, score=1e-3, mask_iou=0.99),
+}
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max |want| (0 when both are all zero, inf when only want is)."""
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    diff = float(np.abs(got - want).max()) if want.size else 0.0
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+
+
+def per_peak_err(got: np.ndarray, want: np.ndarray) -> float:
+    """Worst per-map relative error over stacks [K, H, W]."""
+    return max((rel_err(g, w) for g, w in zip(got, want, strict=True)), default=0.0)
+
+
+def pair_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two masks; two empty masks are identical (1)."""
+    if not a.any() and not b.any():
+        return 1.0
+    return float(mask_iou(a[None], b[None])[0, 0])
+
+
+def stage_differences(ref: Stages, other: Stages, tol: Tolerance) -> list[str]:
+    """Ways ``other``'s peaks and maps differ from ``ref``'s beyond ``tol``."""
+    if len(ref.peaks) != len(other.peaks):
+        return [f"{len(other.peaks)} peaks instead of {len(ref.peaks)}"]
+    out = []
+    if len(ref.peaks) and not np.array_equal(ref.peaks[:, :3].round(), other.peaks[:, :3].round()):
+        out.append("different peak positions or classes")
+    if len(ref.prm) and (err := rel_err(other.prm, ref.prm)) > tol.prm:
+        out.append(f"PRM max abs error {err:.3g} x max|R| > {tol.prm:g}")
+    if (ref.enhanced is None) != (other.enhanced is None):
+        out.append("ICN maps present in one backend only")
+    elif ref.enhanced is not None and len(ref.enhanced):
+        err = float(np.abs(ref.enhanced - other.enhanced).max())
+        if err > tol.maps:
+            out.append(f"ICN map max abs error {err:.3g} > {tol.maps:g}")
+    return out
+
+
+def instance_differences(ref: Sequence[Instance], other: Sequence[Instance],
+                         tol: Tolerance) -> list[str]:
+    """Ways ``other``'s instances differ from ``ref``'s (count, order, class, score, mask)."""
+    if len(ref) != len(other):
+        return [f"{len(other)} instances instead of {len(ref)}"]
+    out = []
+    for i, (a, b) in enumerate(zip(ref, other, strict=True)):
+        if a.class_name != b.class_name:
+            out.append(f"instance {i}: class {b.class_name} instead of {a.class_name}")
+        elif abs(a.score - b.score) > tol.score:
+            out.append(f"instance {i}: score {b.score:.4f} instead of {a.score:.4f}")
+        elif a.mask.shape != b.mask.shape:
+            out.append(f"instance {i}: mask {b.mask.shape} instead of {a.mask.shape}")
+        elif (iou := pair_iou(a.mask, b.mask)) < tol.mask_iou:
+            out.append(f"instance {i}: mask differs (IoU {iou:.3f})")
+    return out
+
+
+Result = tuple[list[Instance], Stages]
+
+
+def compare_runs(results: Mapping[str, Sequence[Result]], reference: str,
+                 image_names: Sequence[str], tol: Tolerance | Mapping[str, Tolerance]
+                 ) -> list[str]:
+    """Every difference of each run from ``reference``, image by image ("name vs ref on
+    image: what"); ``tol`` may differ per run (e.g. by precision)."""
+    problems = []
+    for name, per_image in results.items():
+        if name == reference:
+            continue
+        t = tol[name] if isinstance(tol, Mapping) else tol
+        for image, ref, got in zip(image_names, results[reference], per_image, strict=True):
+            for p in stage_differences(ref[1], got[1], t) + instance_differences(ref[0], got[0],
+                                                                                 t):
+                problems.append(f"{name} vs {reference} on {image}: {p}")
+    return problems
