@@ -77,10 +77,10 @@ def check_device(backend: str, device: str | None) -> str:
     if device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if device not in allowed:
-        hint = (" (or use --backend onnxruntime --device cpu)" if backend == TENSORRT
-                else " (export it and use --backend onnxruntime for a GPU)")
-        raise ConfigError(f"--device {device}: the {backend} backend runs on "
-                          f"{' or '.join(allowed)}{hint}")
+        hint = (f"the GPU: use --device cuda (or --backend onnxruntime --device {device})"
+                if backend == TENSORRT else
+                f"{' or '.join(allowed)} here (export it and use --backend onnxruntime on a GPU)")
+        raise ConfigError(f"--device {device}: the {backend} backend runs on {hint}")
     return device
 
 

@@ -1,11 +1,12 @@
-"""The Backend protocol: one loaded network, named inputs/outputs, ``run(feeds) -> outputs``.
+"""Graph backends: one loaded network, named inputs/outputs, ``run(feeds) -> outputs``.
 
-Backends import their engine library lazily, inside their own module, so choosing one never
-imports another (the runtime never imports torch unless the torch backend is chosen).
+``Backend`` is the base every graph backend (one file each) derives from. Backends import
+their engine library lazily, inside their own module, so choosing one never imports another
+(the runtime never imports torch unless the torch backend is chosen).
 
-GPU backends also have ``run_device(feeds, outputs) -> {name: DeviceArray}``: feeds may be
-host arrays or ``DeviceArray`` views of another run's outputs, and outputs stay on the device,
-so graphs chain without host round-trips; ``to_host(array)`` copies one back.
+``run_device(feeds, outputs) -> {name: DeviceArray}`` keeps outputs on the backend's device:
+feeds may be host arrays or ``DeviceArray`` views of another run's outputs, so graphs chain
+without host round-trips; ``to_host(array)`` copies one back.
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ import importlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from icnseg.errors import ConfigError, InputError
+from icnseg.loader import check_device
 
 # name -> "module:Class"; the module is imported only when that backend is loaded.
 BACKENDS: dict[str, str] = {
     "onnxruntime": "icnseg.runtime.onnxruntime_backend:OnnxRuntimeBackend",
     "tensorrt": "icnseg.runtime.tensorrt_backend:TensorRTBackend",
 }
-# cpu | cuda | tensorrt (for onnxruntime: its TensorRT execution provider; the tensorrt
-# backend runs on cuda and takes "tensorrt" as a synonym).
-DEVICES = ("cpu", "cuda", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -70,37 +70,85 @@ class DeviceArray:
         return dataclasses.replace(self, shape=shape)
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """One loaded network (e.g. prm.onnx) on one device."""
+class Backend:
+    """One loaded network (e.g. prm.onnx) on one device: the base of every graph backend.
+
+    The public methods check their arguments and the closed state once, here, and call the
+    backend's ``_run`` / ``_run_device`` / ``_to_host`` / ``_close`` (Polygraphy's runner
+    pattern). Subclasses set ``name``, ``device``, ``path``, ``input_names`` and
+    ``output_names`` and implement the ``_`` methods; ``load`` is their constructor.
+    """
 
     name: str
     device: str
+    path: Path
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    _closed: bool = False
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu", **options: Any) -> Backend:
         """Load the network at ``path`` for ``device`` (backend-specific ``options``)."""
-        ...
+        raise NotImplementedError
 
-    def run(
-        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Run once; return {output name: array} (all outputs unless ``outputs`` is given)."""
-        ...
+    def _check(self, feeds: Mapping[str, Any], outputs: Sequence[str] | None) -> list[str]:
+        """The output names to compute; InputError for a closed backend or bad names."""
+        if self._closed:
+            raise InputError(f"{self.path}: backend already closed")
+        missing = [n for n in self.input_names if n not in feeds]
+        unknown = [n for n in feeds if n not in self.input_names]
+        if missing or unknown:
+            raise InputError(f"{self.path}: inputs are {', '.join(self.input_names)} "
+                             f"(missing {missing}, unknown {unknown})")
+        names = list(outputs or self.output_names)
+        if bad := [n for n in names if n not in self.output_names]:
+            raise InputError(f"{self.path}: no output {', '.join(bad)}; outputs are "
+                             f"{', '.join(self.output_names)}")
+        return names
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+            ) -> dict[str, np.ndarray]:
+        """Run once; return {output name: host array} (all outputs unless ``outputs``)."""
+        return self._run(feeds, self._check(feeds, outputs))
+
+    def run_device(self, feeds: Mapping[str, np.ndarray | DeviceArray],
+                   outputs: Sequence[str] | None = None) -> dict[str, DeviceArray]:
+        """Run once; feeds may be host arrays or DeviceArrays of earlier runs, outputs stay
+        on the device (valid until this backend's next run)."""
+        return self._run_device(feeds, self._check(feeds, outputs))
+
+    def to_host(self, array: DeviceArray) -> np.ndarray:
+        """Copy a device array returned by ``run_device`` to a new host array."""
+        if self._closed:
+            raise InputError(f"{self.path}: backend already closed")
+        return self._to_host(array)
 
     def close(self) -> None:
-        """Release the session and its device memory."""
-        ...
+        """Release the session and its device memory (a second close does nothing)."""
+        if not self._closed:
+            self._closed = True
+            self._close()
 
     def __enter__(self) -> Backend:
         """Context manager: returns self."""
-        ...
+        return self
 
     def __exit__(self, *exc: object) -> None:
         """Context manager: closes."""
-        ...
+        self.close()
+
+    def _run(self, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _run_device(self, feeds: Mapping[str, np.ndarray | DeviceArray], names: list[str]
+                    ) -> dict[str, DeviceArray]:
+        raise NotImplementedError
+
+    def _to_host(self, array: DeviceArray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
 
 
 def load_backend(name: str, path: str | os.PathLike, device: str = "cpu",
@@ -112,23 +160,7 @@ def load_backend(name: str, path: str | os.PathLike, device: str = "cpu",
     """
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if device not in DEVICES:
-        raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    device = check_device(name, device)
     module, cls = BACKENDS[name].split(":")
     options = {k: v for k, v in options.items() if v is not None}
     return getattr(importlib.import_module(module), cls).load(path, device, **options)
-
-
-@runtime_checkable
-class DeviceBackend(Backend, Protocol):
-    """A Backend whose outputs can stay on the device (ORT IOBinding, TensorRT buffers)."""
-
-    def run_device(
-        self, feeds: Mapping[str, np.ndarray | DeviceArray], outputs: Sequence[str] | None = None
-    ) -> dict[str, DeviceArray]:
-        """Run once; outputs stay on the device (valid until this backend's next run)."""
-        ...
-
-    def to_host(self, array: DeviceArray) -> np.ndarray:
-        """Copy a device array returned by ``run_device`` to a new host array."""
-        ...

@@ -64,10 +64,9 @@ class ExportedModel(SegmenterBase):
         except BaseException:
             self.prm.close()
             raise
-        # Chain the graphs on the device (no host round-trip between prm and icn) when the
-        # backend can and the device is a GPU; on the CPU host arrays are as fast.
-        self.on_device = self.device != "cpu" and all(
-            hasattr(b, "run_device") for b in (self.prm, self.icn) if b is not None)
+        # Chain the graphs on the device (no host round-trip between prm and icn) on a GPU;
+        # on the CPU host arrays are as fast.
+        self.on_device = self.device != "cpu"
 
     def check_config(self, cfg: SegmentConfig) -> None:
         """ConfigError if ``cfg`` asks for something the exported graphs cannot do."""

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from icnseg.errors import BackendUnavailable, ConfigError, InputError
-from icnseg.runtime.backend import DeviceArray
+from icnseg.runtime.backend import Backend, DeviceArray
 
 # device -> execution providers in priority order (CPU last as ORT's own fallback).
 PROVIDERS: dict[str, tuple[str, ...]] = {
@@ -102,7 +102,7 @@ def trt_provider_options(onnx_path: Path, precision: str | None = None) -> dict[
     return opts
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     """One ONNX model in an ``onnxruntime.InferenceSession``."""
 
     name = "onnxruntime"
@@ -135,32 +135,24 @@ class OnnxRuntimeBackend:
         try:
             session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{path}: ONNX Runtime cannot load it ({msg})") from exc
+            raise InputError(f"{path}: ONNX Runtime cannot load it ({_first_line(exc)})"
+                             ) from exc
         return cls(session, device, Path(path))
 
-    def _session(self):
-        """The live session, or InputError once closed."""
-        if self.session is None:
-            raise InputError(f"{self.path}: backend already closed")
-        return self.session
-
-    def run(
-        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Run once on host arrays; return {name: array}."""
-        session = self._session()
-        names = list(outputs or self.output_names)
-        values = session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+    def _run(self, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+        """Run once on host arrays."""
+        try:
+            values = self.session.run(names, {k: np.ascontiguousarray(v)
+                                              for k, v in feeds.items()})
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise InputError(f"{self.path}: ONNX Runtime run failed ({_first_line(exc)})"
+                             ) from exc
         return dict(zip(names, values, strict=True))
 
-    def run_device(
-        self, feeds: Mapping[str, np.ndarray | DeviceArray], outputs: Sequence[str] | None = None
-    ) -> dict[str, DeviceArray]:
+    def _run_device(self, feeds: Mapping[str, np.ndarray | DeviceArray], names: list[str]
+                    ) -> dict[str, DeviceArray]:
         """Run once with IOBinding; outputs stay on this backend's device as DeviceArrays."""
-        session = self._session()
-        names = list(outputs or self.output_names)
-        binding = session.io_binding()
+        binding = self.session.io_binding()
         keep = []  # host inputs must outlive the run
         for name, value in feeds.items():
             if isinstance(value, DeviceArray):
@@ -175,30 +167,27 @@ class OnnxRuntimeBackend:
         for name in names:
             binding.bind_output(name, self.io_device, 0)
         try:
-            session.run_with_iobinding(binding)
+            self.session.run_with_iobinding(binding)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{self.path}: ONNX Runtime run failed ({msg})") from exc
+            raise InputError(f"{self.path}: ONNX Runtime run failed ({_first_line(exc)})"
+                             ) from exc
         values = binding.get_outputs()
         return {name: DeviceArray(int(v.data_ptr()), tuple(int(d) for d in v.shape()),
                                   np.dtype(_DTYPES[v.data_type()]), self.io_device, owner=v)
                 for name, v in zip(names, values, strict=True)}
 
-    def to_host(self, array: DeviceArray) -> np.ndarray:
+    def _to_host(self, array: DeviceArray) -> np.ndarray:
         """Copy a ``run_device`` output (or a view of one) to a new host array."""
         if not hasattr(array.owner, "numpy"):
             raise InputError(f"{self.path}: to_host needs an array returned by run_device")
         flat = np.asarray(array.owner.numpy()).reshape(-1)
         return np.array(flat[: array.size].reshape(array.shape), dtype=array.dtype, copy=True)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Drop the session."""
         self.session = None
 
-    def __enter__(self) -> OnnxRuntimeBackend:
-        """Context manager: returns self."""
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        """Context manager: closes."""
-        self.close()
+def _first_line(exc: BaseException) -> str:
+    """The first line of an ONNX Runtime error (its type name when empty)."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

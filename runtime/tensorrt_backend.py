@@ -13,7 +13,7 @@ directly (zero copy) unless they alias this engine's own outputs, which are copi
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,9 @@ from icnseg.artifacts.engine_cache import check_entry, find_engine, sidecar_of
 from icnseg.artifacts.manifest import sha256_file
 from icnseg.artifacts.trt_env import current_env, import_tensorrt, make_logger
 from icnseg.errors import ConfigError, IcnsegError, InputError
-from icnseg.runtime.backend import DeviceArray
+from icnseg.loader import TENSORRT, check_device
+from icnseg.runtime.backend import Backend, DeviceArray
 from icnseg.runtime.cuda import check_cuda, cuda_driver, shared_stream
-
-GPU_DEVICES = ("cuda", "tensorrt")
 
 
 def _export_dir_of(engine_path: Path) -> Path:
@@ -55,7 +54,7 @@ def resolve_engine(path: Path, precision: str | None = None) -> Path:
     return path
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     """One deserialised TensorRT engine with its execution context and device buffers."""
 
     name = "tensorrt"
@@ -103,9 +102,7 @@ class TensorRTBackend:
     def load(cls, path: str | os.PathLike, device: str = "cuda",
              precision: str | None = None) -> TensorRTBackend:
         """Deserialise the engine for ``path`` (engine file, or ONNX via the engine cache)."""
-        if device not in GPU_DEVICES:
-            raise ConfigError(f"the tensorrt backend runs on the GPU: use --device cuda "
-                              f"(got {device!r})")
+        check_device(TENSORRT, device)
         trt, _ = import_tensorrt()
         cuda_driver()
         engine_path = resolve_engine(Path(path), precision)
@@ -123,12 +120,6 @@ class TensorRTBackend:
                              f"({why}); rebuild it with "
                              f"`icnseg build-engine {_export_dir_of(engine_path)}`")
         return cls(engine, runtime, engine_path, device, logger)
-
-    def _live(self) -> Any:
-        """The execution context, or InputError once closed."""
-        if self.context is None:
-            raise InputError(f"{self.path}: backend already closed")
-        return self.context
 
     def _owned(self, ptr: int) -> bool:
         """Does ``ptr`` point into one of this engine's output buffers?"""
@@ -161,19 +152,10 @@ class TensorRTBackend:
             address = int(buf)
         self.context.set_tensor_address(name, address)
 
-    def run_device(
-        self, feeds: Mapping[str, np.ndarray | DeviceArray], outputs: Sequence[str] | None = None
-    ) -> dict[str, DeviceArray]:
+    def _run_device(self, feeds: Mapping[str, np.ndarray | DeviceArray], names: list[str]
+                    ) -> dict[str, DeviceArray]:
         """Enqueue one run; outputs are views of this engine's buffers until its next run."""
-        context = self._live()
-        missing = [n for n in self.input_names if n not in feeds]
-        unknown = [n for n in feeds if n not in self.input_names]
-        if missing or unknown:
-            raise InputError(f"{self.path}: inputs are {', '.join(self.input_names)} "
-                             f"(missing {missing}, unknown {unknown})")
-        names = list(outputs or self.output_names)
-        if any(n not in self.output_names for n in names):
-            raise InputError(f"{self.path}: outputs are {', '.join(self.output_names)}")
+        context = self.context
         with check_cuda(f"running {self.path.name}"):
             for name in self.input_names:
                 self._bind_input(name, feeds[name])
@@ -187,7 +169,7 @@ class TensorRTBackend:
                                    self.dtypes[n], "cuda", owner=self.buffers[n])
                     for n in names}
 
-    def to_host(self, array: DeviceArray) -> np.ndarray:
+    def _to_host(self, array: DeviceArray) -> np.ndarray:
         """Wait for the stream, then copy ``array`` into a new host array."""
         out = np.empty(array.shape, dtype=array.dtype)
         with check_cuda(f"copying {self.path.name} results to the host"):
@@ -196,28 +178,17 @@ class TensorRTBackend:
                 self._drv.memcpy_dtoh(out, array.ptr)
         return out
 
-    def run(
-        self, feeds: Mapping[str, np.ndarray | DeviceArray], outputs: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
+    def _run(self, feeds: Mapping[str, np.ndarray | DeviceArray], names: list[str]
+             ) -> dict[str, np.ndarray]:
         """Run once; return host copies of the outputs."""
-        dev = self.run_device(feeds, outputs)
-        return {n: self.to_host(a) for n, a in dev.items()}
+        dev = self._run_device(feeds, names)
+        return {n: self._to_host(a) for n, a in dev.items()}
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Wait for pending work, free every device buffer, drop context and engine."""
-        if self.context is None:
-            return
         with check_cuda(f"closing {self.path.name}"):
             self.stream.synchronize()
             for buf in self.buffers.values():
                 buf.free()
         self.buffers = {}
         self.context = self.engine = self._runtime = None
-
-    def __enter__(self) -> TensorRTBackend:
-        """Context manager: returns self."""
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Context manager: closes."""
-        self.close()
