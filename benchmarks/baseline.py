@@ -19,7 +19,6 @@ from icnseg.errors import ConfigError
 from icnseg.instance import Instance
 from icnseg.matching import background_template, contour
 from icnseg.models.icn import enhance
-from icnseg.models.prm import class_scores, find_peaks
 from icnseg.models.prm_backprop import backprop_rule
 from icnseg.postprocess import binary_maps, instance_score, instances_from, rescale_instances
 from icnseg.segmenter import Clock, Prepared, Stages, no_clock
@@ -124,10 +123,7 @@ class BaselineModel(SegmenterBase):
         """Peaks, naive PRMs (one backward per peak) and ICN maps (one instance at a time)."""
         model = self.model
         x = torch.from_numpy(prepared.x)
-        with clock("prm_forward"), torch.no_grad():
-            crm = model.classifier(x)[0]
-            conf = class_scores(crm, cfg.peaks).numpy()
-            peaks = find_peaks(crm, conf >= cfg.peaks.score_threshold, cfg.peaks)
+        crm, conf, peaks = model.forward_peaks(x, cfg, clock)  # the same one forward
         with clock("prm_backward"):
             prm = loop_maps(model.classifier, x, peaks, cfg.rule).detach()
         stages = Stages(prepared.model_input, conf, peaks, prm.numpy(), crm=crm.numpy())

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from icnseg.base_segmenter import SegmenterBase
 from icnseg.checkpoint import Checkpoint
 from icnseg.data.transforms import MEAN, STD
@@ -74,21 +76,30 @@ class EagerModel(SegmenterBase):
             raise ConfigError(f"{self.source}: has no ICN (a stage-1 checkpoint); "
                               "use --iterations 0")
 
+    def forward_peaks(self, x: Any, cfg: SegmentConfig, clock: Clock = no_clock
+                      ) -> tuple[Any, np.ndarray, np.ndarray]:
+        """Class response maps [C,h,w], class confidences [C] and Eq. 1 peaks [K,4] of x."""
+        import torch
+
+        from icnseg.models.prm import class_scores, find_peaks
+
+        with clock("prm_forward"), torch.no_grad():
+            crm = self.classifier(x)[0]
+            conf = class_scores(crm, cfg.peaks).numpy()
+            peaks = find_peaks(crm, conf >= cfg.peaks.score_threshold, cfg.peaks)
+        return crm, conf, peaks
+
     def infer(self, prepared: Prepared, cfg: SegmentConfig, clock: Clock = no_clock,
               keep_maps: bool = False) -> Stages:
         """Peaks, naive PRMs (one batched backward) and (T > 0) ICN-enhanced maps."""
         import torch
 
         from icnseg.models.icn import enhance
-        from icnseg.models.prm import class_scores, find_peaks
         from icnseg.models.prm_backprop import peak_response_maps
 
         self.check_config(cfg)
         x = torch.from_numpy(prepared.x)
-        with clock("prm_forward"), torch.no_grad():
-            crm = self.classifier(x)[0]
-            conf = class_scores(crm, cfg.peaks).numpy()
-            peaks = find_peaks(crm, conf >= cfg.peaks.score_threshold, cfg.peaks)
+        crm, conf, peaks = self.forward_peaks(x, cfg, clock)
         with clock("prm_backward"):
             prm = peak_response_maps(self.classifier, x, peaks, rule=cfg.rule).detach()
         stages = Stages(prepared.model_input, conf, peaks, prm.numpy(), crm=crm.numpy())

@@ -155,3 +155,24 @@ def hand_gaussian():
 def brute_find_peaks():
     """Eq. 1 by pixel loops (``eq1_by_loops``): the reference of find_peaks and prm.onnx."""
     return eq1_by_loops
+
+
+def randomise_batchnorm(model, seed: int = 1):
+    """Give every BatchNorm non-trivial eval statistics and affine parameters (eval mode)."""
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def randomise_bn():
+    """Factory: give BatchNorms non-trivial eval statistics (``randomise_bn(model, seed=1)``)."""
+    return randomise_batchnorm

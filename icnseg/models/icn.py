@@ -75,6 +75,16 @@ class Encoder(nn.Module):
         return feats
 
 
+def _fusions(levels: tuple[int, ...], c_first: int, enc: tuple[int, ...],
+             width: tuple[int, ...]) -> nn.ModuleList:
+    """One fusion (Eq. 3: concat + two 3x3 conv+ReLU) per level, each fed by the previous."""
+    mods, c_in = [], c_first
+    for i in levels:
+        mods.append(_double_conv(c_in + enc[i], width[i]))
+        c_in = width[i]
+    return nn.ModuleList(mods)
+
+
 class ICN(nn.Module):
     """PRM enhancer: image + min-max-normalised PRM -> instance map [K,1,H,W]."""
 
@@ -86,19 +96,9 @@ class ICN(nn.Module):
         self.encoder_name = encoder
         self.encoder = Encoder(enc, convs)
         # CFM level i (0-based 3..0): fuses U(c_{i+1}) with f_i.
-        cfm = []
-        c_small = enc[4]
-        for i in (3, 2, 1, 0):
-            cfm.append(_double_conv(c_small + enc[i], width[i]))
-            c_small = width[i]
-        self.cfm = nn.ModuleList(cfm)
+        self.cfm = _fusions((3, 2, 1, 0), enc[4], enc, width)
         # DFM level i (0-based 1..4): fuses D(d_{i-1}) with f_i.
-        dfm = []
-        c_large = enc[0]
-        for i in (1, 2, 3, 4):
-            dfm.append(_double_conv(c_large + enc[i], width[i]))
-            c_large = width[i]
-        self.dfm = nn.ModuleList(dfm)
+        self.dfm = _fusions((1, 2, 3, 4), enc[0], enc, width)
         self.mapping = nn.Sequential(
             nn.Conv2d(width[0] + width[4], width[0], 3, padding=1),
             nn.ReLU(),

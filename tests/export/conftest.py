@@ -14,18 +14,6 @@ from torch import nn
 ort = pytest.importorskip("onnxruntime")
 
 
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    """Give every BatchNorm non-trivial eval statistics and affine parameters."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
-
-
 class PoolNet(nn.Module):
     """Strided/dilated convs, BN, overlapping 3x3/s2/p1 and 2x2 max-pools, avg-pools."""
 
@@ -123,12 +111,6 @@ def net_name(request) -> str:
     return request.param
 
 
-def _make_net(name: str) -> nn.Module:
-    """A seeded, eval-mode instance of test net ``name``."""
-    torch.manual_seed(0)
-    return _randomise_bn(NETS[name]())
-
-
 def _ort_session(model: onnx.ModelProto):
     """A CPU ONNX Runtime session for ``model``."""
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -144,9 +126,14 @@ def _random_seeds(out_shape: tuple[int, ...], k: int, rng: np.random.Generator) 
 
 
 @pytest.fixture
-def make_net():
-    """Factory: test net by name."""
-    return _make_net
+def make_net(randomise_bn):
+    """Factory: a seeded, eval-mode instance of test net ``name``."""
+
+    def make(name: str) -> nn.Module:
+        torch.manual_seed(0)
+        return randomise_bn(NETS[name](), seed=1)
+
+    return make
 
 
 @pytest.fixture
@@ -159,12 +146,6 @@ def ort_session():
 def random_seeds():
     """Factory: K random one-hot seeds for an output shape."""
     return _random_seeds
-
-
-@pytest.fixture
-def randomise_bn():
-    """Give BatchNorms non-trivial eval statistics."""
-    return _randomise_bn
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -11,22 +11,11 @@ from icnseg.errors import ConfigError
 from icnseg.models.prm import PRMClassifier, backprop_rule, peak_response_maps
 
 
-def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Give every BatchNorm non-trivial statistics so eval-mode BN matters."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(randomise_bn):
     torch.manual_seed(0)
     model = PRMClassifier("tiny", 3)
-    _randomise_bn(model)
+    randomise_bn(model, seed=0)
     return model.eval()
 
 
@@ -56,10 +45,10 @@ def test_prm_rule_batched_equals_single(tiny):
     torch.testing.assert_close(got[0], got[3])
 
 
-def test_prm_rule_batched_equals_single_resnet50():
+def test_prm_rule_batched_equals_single_resnet50(randomise_bn):
     torch.manual_seed(3)
     model = PRMClassifier("resnet50", 2)
-    _randomise_bn(model, 1)
+    randomise_bn(model, seed=1)
     model.eval()
     x = torch.randn(1, 3, 64, 64)
     peaks = np.array([[0, 0, 1, 1.0], [1, 1, 0, 1.0]], np.float32)
