@@ -23,7 +23,7 @@ from icnseg.benchmarks.machine import machine_info, peak_rss_mb
 from icnseg.benchmarks.runners import Runner
 from icnseg.benchmarks.timing import StageTimer, summarize
 from icnseg.errors import ConfigError
-from icnseg.loader import BACKENDS, RUNTIME_BACKENDS, TORCH
+from icnseg.loader import BACKENDS, ONNXRUNTIME, RUNTIME_BACKENDS, TORCH
 from icnseg.segmenter import STAGES
 
 
@@ -32,7 +32,7 @@ class BenchConfig:
     """What ``icnseg bench`` measures."""
 
     model: str = "default"  # checkpoint, export directory, or 'default'
-    backends: tuple[str, ...] = ("torch", "onnxruntime")  # torch | onnxruntime | tensorrt
+    backends: tuple[str, ...] = (TORCH, ONNXRUNTIME)  # any of loader.BACKENDS
     device: str = "cpu"  # device of the runtime backends: cpu | cuda | tensorrt (ORT EP)
     baseline: bool = False  # add the original-PRM pipeline; report speed-ups over it
     iters: int = 20  # timed images per backend
@@ -196,7 +196,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         names = [i["name"] for i in inputs]
         first = {n: [r.segment(i["image"], i["proposals"]) for i in inputs]
                  for n, r in loaded.runners.items()}
-        reference = "torch" if "torch" in first else next(iter(first))
+        reference = TORCH if TORCH in first else next(iter(first))
         check_agreement(reference, first, names)
         log(f"outputs agree with {reference} on {len(inputs)} image(s); timing "
             f"{cfg.warmup} + {cfg.iters} image(s) per backend")

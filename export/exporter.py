@@ -37,14 +37,14 @@ class ExportResult:
 def load_eager(model: Any):
     """(EagerModel, source) from 'default', a checkpoint path or a loaded EagerModel."""
     from icnseg.eager import EagerModel
-    from icnseg.loader import load, resolve_model_path
+    from icnseg.loader import TORCH, load, resolve_model_path
 
     if isinstance(model, EagerModel):
         return model, model.source
     path = resolve_model_path(model)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory; export needs a checkpoint file")
-    return load(path, backend="torch"), str(path)
+    return load(path, backend=TORCH), str(path)
 
 
 def export_config(model, peaks: int, rule: str) -> SegmentConfig:

@@ -17,6 +17,7 @@ from icnseg.base_segmenter import SegmenterBase
 from icnseg.checkpoint import Checkpoint
 from icnseg.data.transforms import MEAN, STD
 from icnseg.errors import CheckpointError, ConfigError
+from icnseg.loader import TORCH
 from icnseg.segmenter import Clock, Prepared, Stages, no_clock
 from icnseg.settings import SegmentConfig
 
@@ -33,7 +34,7 @@ class EagerModel(SegmenterBase):
     icn: Any | None  # ICN: image [K,3,H,W] + PRM [K,1,H,W] -> map [K,1,H,W]; None after stage 1
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config
     source: str = ""
-    backend: str = "torch"
+    backend: str = TORCH
     device: str = "cpu"
     precision: str = "fp32"
 

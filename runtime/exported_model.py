@@ -19,7 +19,7 @@ from icnseg.artifacts.manifest import read_manifest, verify_files
 from icnseg.base_segmenter import SegmenterBase
 from icnseg.errors import ConfigError
 from icnseg.instance import Instance
-from icnseg.loader import TENSORRT, check_device
+from icnseg.loader import ONNXRUNTIME, TENSORRT, check_device
 from icnseg.postprocess import rescale_instances
 from icnseg.runtime.backend import Backend, load_backend
 from icnseg.segmenter import Clock, Prepared, Stages, no_clock
@@ -29,7 +29,7 @@ from icnseg.settings import SegmentConfig, config_from_dict
 class ExportedModel(SegmenterBase):
     """An export directory loaded for inference (``icnseg.load(EXPORT_DIR)``)."""
 
-    def __init__(self, export_dir: str | os.PathLike, backend: str = "onnxruntime",
+    def __init__(self, export_dir: str | os.PathLike, backend: str = ONNXRUNTIME,
                  device: str | None = None, precision: str | None = None) -> None:
         """Read and verify the manifest (sha256 of every ONNX file), then load the graphs.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from icnseg.loader import torch_available
+from icnseg.loader import BACKENDS, DEVICES, ONNXRUNTIME, TORCH, torch_available
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -15,9 +15,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.backend:
         backends = tuple(args.backend)
     elif torch_available():
-        backends = ("torch", "onnxruntime")
+        backends = (TORCH, ONNXRUNTIME)
     else:  # a runtime-only install, as the demo does
-        backends = ("onnxruntime",)
+        backends = (ONNXRUNTIME,)
         print("bench: PyTorch not installed: --backend onnxruntime only", file=sys.stderr)
     cfg = BenchConfig(model=args.model, backends=backends, device=args.device,
                       baseline=args.baseline, iters=args.iters, warmup=args.warmup,
@@ -36,9 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency/throughput per stage and end to end, "
                        "backends side by side (outputs checked equal first)")
     p.add_argument("model", help="checkpoint file, export directory or 'default'")
-    p.add_argument("--backend", action="append", choices=("torch", "onnxruntime", "tensorrt"),
+    p.add_argument("--backend", action="append", choices=BACKENDS,
                    help="repeatable (default: torch and onnxruntime; onnxruntime without torch)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt"),
+    p.add_argument("--device", default="cpu", choices=DEVICES,
                    help="device of the runtime backends (default: cpu)")
     p.add_argument("--baseline", action="store_true",
                    help="add the original PRM pipeline and report speed-ups over it")

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 import icnseg
+from icnseg.data.transforms import MEAN, STD
 from icnseg.errors import BackendUnavailable, InputError
 from icnseg.segmenter import run_stages
 
 pytestmark = pytest.mark.gpu
 ASSETS = Path(__file__).resolve().parents[2] / "icnseg" / "assets"
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @pytest.fixture(scope="module")
