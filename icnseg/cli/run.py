@@ -133,11 +133,11 @@ class _Writer:
 
         if frame.source.kind == "images":
             write_result(self.out, frame.stem, frame.image, instances, self.config, prm=prm,
-                         image_name=frame.name, class_names=self.class_names)
+                         image_name=frame.name)
             return
         h, w = frame.image.shape[:2]
         record = instances_to_json(frame.name, h, w, instances, self.config)
-        overlay = render_overlay(frame.image, instances, self.class_names, prm=prm)
+        overlay = render_overlay(frame.image, instances, prm=prm)
         write_json(self.out / f"{frame.stem}.json", record)
         if self.frame_png:
             write_png(self.out / f"{frame.stem}.png", overlay)

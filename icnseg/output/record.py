@@ -68,13 +68,12 @@ def write_result(
     config: dict,
     prm: np.ndarray | None = None,
     image_name: str | None = None,
-    class_names: Sequence[str] | None = None,
 ) -> tuple[Path, Path]:
     """Atomically write ``<stem>.json`` and the overlay ``<stem>.png`` into ``out_dir``."""
     out = Path(out_dir)
     h, w = image_rgb.shape[:2]
     record = instances_to_json(image_name or stem, h, w, instances, config)
-    overlay = render_overlay(image_rgb, instances, class_names, prm=prm)
+    overlay = render_overlay(image_rgb, instances, prm=prm)
     json_path = out / f"{stem}.json"
     png_path = out / f"{stem}.png"
     write_json(json_path, record)

@@ -11,7 +11,7 @@ from pycocotools import mask as mask_util
 
 from icnseg.errors import InputError
 from icnseg.instance import Instance, mask_bbox
-from icnseg.output.overlay import class_color, render_overlay
+from icnseg.output.overlay import instance_color, place_label, render_overlay
 from icnseg.output.record import instances_to_json, write_result
 from icnseg.rle import mask_to_rle, rle_to_mask
 
@@ -124,12 +124,12 @@ def test_render_overlay_shape_and_changes() -> None:
     image = np.full((h, w, 3), 128, np.uint8)
     m = _rect(h, w, 30, 40, 50, 70)
     insts = [Instance("circle", 0, 0.9, m), Instance("cross", 4, 0.3, _rect(h, w, 35, 5, 55, 20))]
-    out = render_overlay(image, insts, ["circle", "square", "triangle", "star", "cross"])
+    out = render_overlay(image, insts)
     assert out.shape == (h, w, 3) and out.dtype == np.uint8
     assert np.all(np.any(out[m] != image[m], axis=-1))  # every mask pixel is tinted
     assert np.array_equal(out[:10, 25:35], image[:10, 25:35])  # far from masks and labels
     np.testing.assert_array_equal(render_overlay(image, insts), render_overlay(image, insts))
-    assert class_color(0) != class_color(1)
+    assert len({instance_color(i) for i in range(12)}) == 12
     assert render_overlay(image, []).tolist() == image.tolist()
     prm = np.zeros((2, 15, 20), np.float32)
     prm[0, 8, 12] = 5.0
@@ -139,3 +139,31 @@ def test_render_overlay_shape_and_changes() -> None:
     assert not np.array_equal(panel[34, w + 48], panel[0, w])  # heat near the peak
     with pytest.raises(InputError):
         render_overlay(image, [Instance("circle", 0, 1.0, np.ones((5, 5), bool))])
+
+
+def test_labels_never_overlap_while_there_is_room() -> None:
+    """Ten objects with the same box: every label rectangle stays inside the image and no
+    two overlap (checked pairwise by brute force)."""
+    taken: list = []
+    for _ in range(10):
+        taken.append(place_label((60, 14), (40, 100, 120, 160), taken, (256, 256)))
+    for i, a in enumerate(taken):
+        assert 0 <= a[0] < a[2] <= 256 and 0 <= a[1] < a[3] <= 256
+        for b in taken[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+
+
+def test_one_label_per_mask_and_one_colour_per_instance() -> None:
+    h, w = 120, 160
+    image = np.full((h, w, 3), 90, np.uint8)
+    shared = _rect(h, w, 40, 40, 80, 90)
+    insts = [Instance("star", 3, 0.95, shared), Instance("triangle", 2, 0.86, shared),
+             Instance("star", 3, 0.7, _rect(h, w, 10, 100, 30, 150)),
+             Instance("star", 3, 0.6, _rect(h, w, 90, 100, 110, 150))]
+    out = render_overlay(image, insts)
+    # the two same-class stars are tinted differently (a colour per instance, not per class)
+    assert not np.array_equal(out[27, 145], out[105, 145])
+    # the shared mask gets one label naming both classes: one dark label box above it
+    dark = np.all(out[:40, 40:95] <= 25, axis=-1)
+    rows = np.flatnonzero(dark.any(axis=1))
+    assert rows.size and rows.max() - rows.min() < 25  # one label, not two stacked
