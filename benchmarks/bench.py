@@ -21,7 +21,7 @@ from typing import Any
 from icnseg.benchmarks.agree import check_agreement
 from icnseg.benchmarks.machine import machine_info, peak_rss_mb
 from icnseg.benchmarks.runners import Runner
-from icnseg.benchmarks.timing import StageTimer, summarize
+from icnseg.benchmarks.timing import StageTimer, summarize, timing_warnings
 from icnseg.errors import ConfigError
 from icnseg.loader import BACKENDS, ONNXRUNTIME, RUNTIME_BACKENDS, TORCH
 from icnseg.segmenter import STAGES
@@ -304,12 +304,14 @@ def _report(cfg: BenchConfig, loaded: Loaded, inputs: list[dict[str, Any]],
                 if s in base["stages_ms"] and v["mean"] > 0
             }
     seg = loaded.cfg
+    machine = machine_info()
     return {
+        "warnings": timing_warnings(cfg.iters, machine["loadavg"], machine["cores"]),
         "config": {**asdict(cfg), "segment": seg.to_dict(), "input_size": list(loaded.input_size),
                    "dynamic_k": _manifest_flag(loaded.export_dir, "dynamic_k"),
                    "export_dir": str(loaded.export_dir) if loaded.export_dir else None,
                    "precision": "fp32"},
-        "machine": machine_info(),
+        "machine": machine,
         "proposals_ms": summarize([i["proposal_s"] for i in inputs]),
         "proposal_counts": [len(i["proposals"]) for i in inputs],
         "backends": backends,

@@ -31,10 +31,15 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"warm-up, round-robin; outputs checked equal first "
         f"({result['agreement']['reference']} is the reference).",
         "",
+        *[f"**Warning:** {w}." for w in result.get("warnings", [])],
+        *([""] if result.get("warnings") else []),
         "| | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
     ]
-    for key in ("p50", "p90", "p99", "mean", "min"):
+    lines.append("| e2e mean ± std (ms) | " + " | ".join(
+        f"{_f(backends[n]['e2e_ms']['mean'])} ± {_f(backends[n]['e2e_ms'].get('std'))}"
+        for n in names) + " |")
+    for key in ("p50", "p90", "p99", "min"):
         lines.append(f"| e2e {key} (ms) | "
                      + " | ".join(_f(backends[n]["e2e_ms"][key]) for n in names) + " |")
     if "baseline" in backends:

@@ -28,6 +28,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         path, md = write_results(result, args.json)
         print(f"results written to {path} and {md}")
+    if args.plot:
+        from icnseg.benchmarks.plot import plot_stages
+
+        print(f"plot written to {plot_stages(result, args.plot)}")
     return 0
 
 
@@ -56,4 +60,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="export directory the runtime backends load (default: MODEL's; "
                         "outputs are still checked against torch)")
     p.add_argument("--json", default=None, help="write the result here (+ .md next to it)")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="PNG of per-stage latency per backend (needs the 'plot' extra)")
     p.set_defaults(func=_cmd_bench)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -79,3 +80,29 @@ def test_cli_writes_json_and_markdown(tmp_path) -> None:
     data = json.loads(out.read_text())
     assert rc == 0 and data["backends"]["onnxruntime"]["throughput_overlapped"] > 0
     assert out.with_suffix(".md").read_text().startswith("# icnseg bench")
+
+
+def test_statistics_raw_samples_warnings_and_plot(tmp_path) -> None:
+    """Mean, std and percentiles from the raw samples (numpy as the reference), warnings for
+    few samples and a busy machine, and a PNG plot."""
+    from icnseg.benchmarks.timing import summarize, timing_warnings
+
+    secs = [0.010, 0.012, 0.011, 0.030]
+    s = summarize(secs)
+    ms = np.asarray(secs) * 1e3
+    assert s["samples_ms"] == [10.0, 12.0, 11.0, 30.0] and s["n"] == 4
+    assert s["std"] == pytest.approx(ms.std(ddof=1)) and s["p99"] == pytest.approx(
+        np.percentile(ms, 99))
+    assert any("only 4 timed samples" in w for w in timing_warnings(4, [1.0], 2))
+    assert timing_warnings(30, [1.0], 2) == []
+    assert any("busy" in w for w in timing_warnings(30, [5.0], 2))
+    out = tmp_path / "b.json"
+    png = tmp_path / "b.png"
+    rc = main(["bench", "default", "--backend", "onnxruntime", "--iters", "2", "--warmup", "0",
+               "--no-cold", "--streams", "0", "--json", str(out), "--plot", str(png)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert len(data["backends"]["onnxruntime"]["e2e_ms"]["samples_ms"]) == 2
+    assert any("only 2 timed samples" in w for w in data["warnings"])
+    assert "**Warning:** only 2 timed samples" in out.with_suffix(".md").read_text()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
