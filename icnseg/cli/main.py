@@ -166,6 +166,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if metrics.get("predictions_outside_split"):
         print(f"note: {metrics['predictions_outside_split']} prediction(s) for images outside "
               f"the {args.split!r} split were not scored")
+    if args.coco_json:
+        from icnseg.coco import evaluate_coco
+
+        metrics["coco_mask"] = evaluate_coco(args.pred_dir, args.gt, args.split, args.coco_json)
+        print("COCO mask " + ", ".join(f"{k} {100 * v:.1f}" for k, v in
+                                        metrics["coco_mask"].items())
+              + f" (pycocotools; results file {args.coco_json})")
     out = args.json or str(Path(args.pred_dir) / "metrics.json")
     write_metrics(out, metrics)
     print(f"metrics written to {out}")
@@ -312,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, help="VOC-layout ground truth root")
     p.add_argument("--split", default="val", help="ImageSets/Segmentation split (default: val)")
     p.add_argument("--json", default=None, help="metrics file (default: PRED_DIR/metrics.json)")
+    p.add_argument("--coco-json", default=None, metavar="FILE",
+                   help="also write a COCO results file (bbox xywh, RLE segmentation) and "
+                        "report COCO mask AP/AP50/AP75 from pycocotools")
     p.set_defaults(func=_cmd_eval)
 
     from icnseg.cli import bench as cli_bench
