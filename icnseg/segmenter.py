@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from icnseg.errors import ConfigError
 from icnseg.instance import Instance
 from icnseg.proposals.types import Proposals
 from icnseg.settings import SegmentConfig
@@ -99,11 +100,23 @@ class Segmenter(Protocol):
         ...
 
 
-def segment(model: Segmenter, image_rgb_uint8: np.ndarray, proposals: Proposals | None = None,
-            config: SegmentConfig | None = None) -> list[Instance]:
-    """Segment one RGB uint8 image with any Segmenter; masks at the image's own size."""
+CHANNELS = ("rgb", "bgr")
+
+
+def as_rgb(image: np.ndarray, channels: str = "rgb") -> np.ndarray:
+    """``image`` with its colour channels in RGB order (``channels="bgr"``: cv2.imread's)."""
+    if channels not in CHANNELS:
+        raise ConfigError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
+    a = np.asarray(image)
+    return a[..., ::-1] if channels == "bgr" and a.ndim == 3 else a
+
+
+def segment(model: Segmenter, image: np.ndarray, proposals: Proposals | None = None,
+            config: SegmentConfig | None = None, channels: str = "rgb") -> list[Instance]:
+    """Segment one uint8 image (RGB, or BGR with ``channels="bgr"``) with any Segmenter;
+    masks at the image's own size."""
     cfg = config or model.segment_config()
-    prepared = model.prepare(image_rgb_uint8, proposals)
+    prepared = model.prepare(as_rgb(image, channels), proposals)
     return model.select(prepared, model.infer(prepared, cfg), cfg)
 
 
@@ -116,15 +129,16 @@ def run_stages(model: Segmenter, image_rgb_uint8: np.ndarray, cfg: SegmentConfig
 
 
 def segment_batch(model: Segmenter, images: Iterable[np.ndarray],
-                  config: SegmentConfig | None = None) -> list[list[Instance]]:
+                  config: SegmentConfig | None = None, channels: str = "rgb"
+                  ) -> list[list[Instance]]:
     """``segment`` for each image (built-in proposals), in order."""
-    cfg = config or model.segment_config()
-    return [segment(model, image, config=cfg) for image in images]
+    return list(segment_stream(model, images, config, channels))
 
 
 def segment_stream(model: Segmenter, images: Iterable[np.ndarray],
-                   config: SegmentConfig | None = None) -> Iterator[list[Instance]]:
+                   config: SegmentConfig | None = None, channels: str = "rgb"
+                   ) -> Iterator[list[Instance]]:
     """Lazily segment an iterable of images (e.g. video frames), yielding one list each."""
     cfg = config or model.segment_config()
     for image in images:
-        yield segment(model, image, config=cfg)
+        yield segment(model, image, config=cfg, channels=channels)

@@ -117,3 +117,16 @@ def test_bad_images(model):
         icnseg.segment(model, np.zeros((0, 10, 3), np.uint8))
     gray = icnseg.segment(model, np.full((40, 40), 128, np.uint8))
     assert all(i.mask.shape == (40, 40) for i in gray)
+
+
+def test_bgr_channels_option_equals_rgb_input(model, image):
+    """channels="bgr" (cv2.imread's order) gives the instances of the RGB image."""
+    rgb = icnseg.segment(model, image)
+    bgr = icnseg.segment(model, np.ascontiguousarray(image[..., ::-1]), channels="bgr")
+    assert [(i.class_name, i.score) for i in rgb] == [(i.class_name, i.score) for i in bgr]
+    for a, b in zip(rgb, bgr, strict=True):
+        np.testing.assert_array_equal(a.mask, b.mask)
+    batch = icnseg.segment_batch(model, [image, image])
+    assert len(batch) == 2 and [len(b) for b in batch] == [len(rgb)] * 2
+    with pytest.raises(ConfigError, match="channels"):
+        icnseg.segment(model, image, channels="rgba")
