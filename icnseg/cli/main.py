@@ -110,8 +110,9 @@ def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
                           proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
                           frame_png=getattr(args, "frame_png", False),
                           depth=_prefetch_depth(getattr(args, "prefetch", None), args.device))
-    for video in summary.videos:
-        print(f"annotated video: {video}")
+    for video, codec in zip(summary.videos, summary.codecs, strict=True):
+        note = "" if codec == "avc1" else ", H.264 (avc1) unavailable in this OpenCV build"
+        print(f"annotated video: {video} ({codec}{note})")
     print(summary.line(out))
     return 1 if summary.failed else 0
 

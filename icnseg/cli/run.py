@@ -40,6 +40,7 @@ class RunSummary:
     frames: int = 0  # video / camera frames segmented
     streams: int = 0  # video / camera inputs seen
     videos: list[str] = field(default_factory=list)  # annotated videos written
+    codecs: list[str] = field(default_factory=list)  # the fourcc each video was written with
 
     def line(self, out_dir: str | os.PathLike) -> str:
         """One summary line for the terminal."""
@@ -116,6 +117,7 @@ class _Writer:
         video, self.video = self.video, None
         if video is not None and (path := video.close()) is not None:
             summary.videos.append(str(path))
+            summary.codecs.append(str(video.codec))
 
     def abort(self, interrupted: bool, summary: RunSummary) -> None:
         """Drop an unfinished video; a camera stopped by Ctrl-C keeps what it recorded."""

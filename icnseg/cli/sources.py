@@ -12,39 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import math
 import queue
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-import numpy as np
-
+from icnseg.cli.capture import CaptureSource, capture_stem, stream_kind
+from icnseg.cli.frame import Frame
 from icnseg.data.images import IMAGE_SUFFIXES
 from icnseg.errors import ConfigError, IcnsegError, InputError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv")
-DEFAULT_FPS = 25.0  # used when a video or camera reports no (or an absurd) frame rate
 _CAMERA = re.compile(r"cam(?:era)?:(.*)", re.IGNORECASE)
-
-
-@dataclass
-class Frame:
-    """One item of a source: a decoded RGB frame, or the error that replaced it."""
-
-    source: Any  # the ImageSource / CaptureSource it came from
-    index: int  # position in its source (video frame number, counting skipped ones)
-    name: str  # "image" field of the JSON: "a.jpg", "clip.mp4#000012", "camera0#000003"
-    stem: str  # output path stem under --out: "a", "clip/000012"
-    key: str  # proposal lookup stem: image file stem, "<video stem>/<frame>"
-    origin: str  # the input named in error lines: image path, video path, "camera 0"
-    image: np.ndarray | None = None  # RGB uint8 [H, W, 3]
-    error: IcnsegError | None = None
-    data: Any = None  # what the prefetch preprocess made of the frame
 
 
 def camera_index(item: str) -> int | None:
@@ -64,13 +46,16 @@ def _media(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(Path(q) for q in paths if Path(q).suffix.lower() in exts)
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[Path | int]:
-    """Files, folders (images and videos, sorted), globs and camera indices; nothing found errs."""
-    out: list[Path | int] = []
+def expand_inputs(inputs: Sequence[str]) -> list[Path | int | str]:
+    """Files, folders (images and videos, sorted), globs, camera indices, stream URLs and
+    GStreamer pipelines (kept as str); nothing found errs."""
+    out: list[Path | int | str] = []
     for item in inputs:
         cam = camera_index(item)
         p = Path(item)
-        if cam is not None:
+        if stream_kind(item) is not None:
+            out.append(item)
+        elif cam is not None:
             out.append(cam)
         elif p.is_dir():
             found = _media(q for q in p.iterdir() if q.is_file())
@@ -93,7 +78,7 @@ def expand_images(inputs: Sequence[str]) -> list[Path]:
     """expand_inputs() for commands that take still images only (videos, cameras: errors)."""
     out = expand_inputs(inputs)
     for item in out:
-        if isinstance(item, int) or is_video(item):
+        if isinstance(item, (int, str)) or is_video(item):
             what = f"camera {item}" if isinstance(item, int) else str(item)
             raise InputError(f"{what}: this command takes images, not videos or cameras")
     return out  # type: ignore[return-value]
@@ -127,135 +112,21 @@ class ImageSource:
             yield frame
 
 
-class CaptureSource:
-    """A video file (``target`` a Path) or camera (an int) read with cv2.VideoCapture."""
-
-    def __init__(self, target: Path | int, stem: str, max_frames: int | None = None,
-                 every: int = 1) -> None:
-        """Read every ``every``-th frame, at most ``max_frames`` of them (None: to the end)."""
-        if max_frames is not None and max_frames < 1:
-            raise ConfigError(f"--frames must be >= 1, got {max_frames}")
-        if every < 1:
-            raise ConfigError(f"--every must be >= 1, got {every}")
-        self.target, self.stem, self.max_frames, self.every = target, stem, max_frames, every
-        self.live = isinstance(target, int)
-        self.kind = "camera" if self.live else "video"
-        self.label = f"camera {target}" if self.live else str(target)
-        self.fps = DEFAULT_FPS  # of the input; set when opened
-        self.declared = 0  # frame count in the file's header (0: unknown); set when opened
-
-    @property
-    def output_fps(self) -> float:
-        """Frame rate of the annotated video: the input's, divided by the stride."""
-        return self.fps / self.every
-
-    def _open(self):
-        import cv2
-
-        if self.live:
-            level = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-            try:
-                cap = cv2.VideoCapture(int(self.target))
-            finally:
-                cv2.utils.logging.setLogLevel(level)
-            if not cap.isOpened():
-                raise InputError(f"{self.label}: cannot open (no such device, busy, "
-                                 "or no camera support in this OpenCV build)")
-        else:
-            path = Path(self.target)
-            if path.is_file() and path.stat().st_size == 0:
-                raise InputError(f"{path}: empty file, not a video")
-            cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-            if not cap.isOpened():
-                cap = cv2.VideoCapture(str(path))
-            if not cap.isOpened():
-                raise InputError(f"{path}: cannot open as a video (not a video, unsupported "
-                                 "codec, or a corrupt or truncated file)")
-            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-            self.declared = int(count) if math.isfinite(count) and count > 0 else 0
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if math.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_FPS
-        return cap
-
-    def _frame(self, index: int, image=None, error: IcnsegError | None = None) -> Frame:
-        base = self.stem if self.live else Path(self.target).stem
-        label = self.stem if self.live else Path(self.target).name
-        return Frame(self, index, f"{label}#{index:06d}", f"{self.stem}/{index:06d}",
-                     f"{base}/{index:06d}", self.label, image, error)
-
-    def frames(self) -> Iterator[Frame]:
-        """Decode frames in order; a failed open or an early end becomes a final error item."""
-        try:
-            cap = self._open()
-        except InputError as exc:
-            yield self._frame(0, error=exc)
-            return
-        try:
-            yield from self._read(cap)
-        finally:
-            cap.release()
-
-    def _read(self, cap) -> Iterator[Frame]:
-        import cv2
-
-        n = taken = 0  # frames consumed from the stream / frames yielded
-        while self.max_frames is None or taken < self.max_frames:
-            try:
-                if not cap.grab():
-                    break
-                if n % self.every == 0:
-                    ok, bgr = cap.retrieve()
-                    if not ok or bgr is None:
-                        break
-                    yield self._frame(n, image=_to_rgb(bgr, self.label, n))
-                    taken += 1
-            except (cv2.error, InputError) as exc:
-                yield self._frame(n, error=InputError(
-                    f"{self.label}: decoding failed at frame {n}: {str(exc).strip()}"))
-                return
-            n += 1
-        else:
-            return  # --frames reached
-        if self.live and n == 0:
-            yield self._frame(n, error=InputError(f"{self.label}: opened but delivered no frame"))
-        elif not self.live and self.declared and n < self.declared:
-            yield self._frame(n, error=InputError(
-                f"{self.label}: video ends early: read {n} of the {self.declared} frames its "
-                "header declares (truncated or corrupt file)"))
-        elif not self.live and n == 0:
-            yield self._frame(n, error=InputError(f"{self.label}: no frame could be decoded"))
-
-
-def _to_rgb(frame: np.ndarray, label: str, index: int) -> np.ndarray:
-    """A decoded OpenCV frame (BGR, BGRA or gray; uint8 or uint16) as RGB uint8."""
-    import cv2
-
-    if frame.dtype == np.uint16:
-        frame = (frame >> 8).astype(np.uint8)
-    if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or frame.size == 0:
-        raise InputError(f"{label}: frame {index} is {frame.dtype} {frame.shape}, not 8-bit")
-    if frame.ndim == 2 or frame.shape[2] == 1:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    code = cv2.COLOR_BGRA2RGB if frame.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(frame, code)
-
-
 def _unique(stem: str, seen: dict[str, int]) -> str:
     n = seen.get(stem, 0)
     seen[stem] = n + 1
     return stem if n == 0 else f"{stem}-{n}"
 
 
-def make_sources(items: Sequence[Path | int], max_frames: int | None = None,
+def make_sources(items: Sequence[Path | int | str], max_frames: int | None = None,
                  every: int = 1) -> list[ImageSource | CaptureSource]:
     """Group expand_inputs() items into sources (runs of images share one); stems unique."""
     seen: dict[str, int] = {}
     sources: list[ImageSource | CaptureSource] = []
     for item in items:
-        if isinstance(item, int) or is_video(item):
-            stem = f"camera{item}" if isinstance(item, int) else item.stem
-            sources.append(CaptureSource(item, _unique(stem, seen), max_frames, every))
+        if isinstance(item, (int, str)) or is_video(item):
+            sources.append(CaptureSource(item, _unique(capture_stem(item), seen), max_frames,
+                                         every))
             continue
         if not sources or not isinstance(sources[-1], ImageSource):
             sources.append(ImageSource([], []))

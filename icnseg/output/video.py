@@ -14,9 +14,16 @@ import numpy as np
 from icnseg.errors import OutputError
 from icnseg.fileio import atomic_path
 
-# Annotated-video codecs, tried in order: MPEG-4 Part 2 in MP4 (every FFmpeg-enabled OpenCV,
-# incl. the headless wheels), then Motion-JPEG in AVI (OpenCV's built-in writer, always there).
-VIDEO_CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))
+# Annotated-video codecs, tried in order: H.264 in MP4 (plays in browsers; needs an OpenCV
+# whose FFmpeg has an H.264 encoder, which pip's wheels lack), MPEG-4 Part 2 in MP4 (every
+# FFmpeg-enabled OpenCV, incl. the headless wheels), Motion-JPEG in AVI (always there).
+VIDEO_CODECS = (("avc1", ".mp4"), ("mp4v", ".mp4"), ("MJPG", ".avi"))
+
+
+def quiet_ffmpeg() -> None:
+    """Silence FFmpeg's own log lines (icnseg reports failures itself); effective when called
+    before OpenCV first uses FFmpeg in this process. OPENCV_FFMPEG_LOGLEVEL, if set, wins."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 class VideoOutput:
@@ -42,9 +49,15 @@ class VideoOutput:
             tmp = cm.__enter__()
             # the writer picks its container from the name, so it writes "<tmp><suffix>"
             video_tmp = tmp.with_name(tmp.name + suffix)
-            writer = cv2.VideoWriter(
-                str(video_tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, (width, height)
-            )
+            quiet_ffmpeg()
+            level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # probing codecs
+            try:
+                writer = cv2.VideoWriter(
+                    str(video_tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, (width, height)
+                )
+            finally:
+                cv2.utils.logging.setLogLevel(level)
             if writer.isOpened():
                 self._writer, self._cm, self._tmp, self._video_tmp = writer, cm, tmp, video_tmp
                 self.path, self.codec, self.size = final, fourcc, (width, height)
