@@ -49,11 +49,10 @@ def open_stream(target: str, kind: str):
     """An opened cv2.VideoCapture of a stream URL or pipeline; InputError naming it if not."""
     import cv2
 
-    if kind == "gstreamer":
-        if not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
-            raise InputError(f"{target}: this OpenCV build has no GStreamer support (pip's "
-                             "opencv-python-headless has none; use an OpenCV built with "
-                             "GStreamer, e.g. JetPack's, or give an rtsp:// or http:// URL)")
+    if kind == "gstreamer" and not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
+        raise InputError(f"{target}: this OpenCV build has no GStreamer support (pip's "
+                         "opencv-python-headless has none; use an OpenCV built with "
+                         "GStreamer, e.g. JetPack's, or give an rtsp:// or http:// URL)")
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # we report failures
     try:
