@@ -203,8 +203,9 @@ def device_matcher_available(cfg: SegmentConfig) -> bool:
             for name in first.values():
                 cl.function(name)
             _kernels_load["ok"] = True
-        except IcnsegError as exc:
-            notice(f"CUDA matcher unavailable, matching with numpy instead ({exc})")
+        except Exception as exc:  # noqa: BLE001 - whatever stops the kernels, numpy still works
+            why = str(exc) if isinstance(exc, IcnsegError) else f"{type(exc).__name__}: {exc}"
+            notice(f"CUDA matcher unavailable, matching with numpy instead ({why})")
             _kernels_load["ok"] = False
     return _kernels_load["ok"]
 

@@ -7,6 +7,7 @@ for CUDA falls back to the CPU without an error. Stand-ins only replace the prov
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import types
@@ -86,10 +87,8 @@ def test_installed_distributions_reads_package_metadata() -> None:
     """What pip installed, as importlib.metadata reports it."""
     expected = {}
     for name in iort.DISTRIBUTIONS:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             expected[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     assert iort.installed_distributions() == expected
     assert "onnxruntime" in expected or "onnxruntime-gpu" in expected
 

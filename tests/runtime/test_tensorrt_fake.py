@@ -8,8 +8,10 @@ tests/runtime/test_tensorrt_gpu.py does that on a GPU.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 
 import icnseg
 from icnseg.artifacts.engine_cache import TrtEnv
-from icnseg.errors import InputError
+from icnseg.errors import BackendUnavailable, InputError
 from icnseg.export.engine import build_engines
 from icnseg.segmenter import run_stages
 
@@ -34,9 +36,11 @@ class Memory:
     def __init__(self) -> None:
         self.blocks: dict[int, np.ndarray] = {}
         self.freed = 0
+        self.uploads: list[int] = []  # bytes of every host -> device copy
+        self._bases = itertools.count(1)  # thread-safe in CPython: distinct addresses
 
     def alloc(self, n: int) -> Alloc:
-        base = (len(self.blocks) + 1) << 32
+        base = next(self._bases) << 32
         self.blocks[base] = np.zeros(n, np.uint8)
         return Alloc(self, base)
 
@@ -85,7 +89,15 @@ def _fake_pycuda(mem: Memory) -> types.ModuleType:
     def dtod(dst, src, n, stream=None):
         mem.view(int(dst), n)[:] = mem.view(int(src), n).copy()
 
+    def htod_async(dst, host, stream=None):
+        mem.uploads.append(host.nbytes)
+        htod(dst, host)
+
     drv.memcpy_htod, drv.memcpy_dtoh, drv.memcpy_dtod_async = htod, dtoh, dtod
+    drv.memcpy_htod_async = htod_async
+    drv.pagelocked_empty = lambda n, dtype: np.empty(n, dtype)
+    drv.Event = lambda: types.SimpleNamespace(record=lambda stream=None: None,
+                                              synchronize=lambda: None)
     pkg = types.ModuleType("pycuda")
     pkg.driver = drv
     return pkg
@@ -186,15 +198,17 @@ def _fake_tensorrt(mem: Memory) -> types.ModuleType:
 @pytest.fixture()
 def fake_gpu(monkeypatch, tmp_path, static_export):
     """Stand-in tensorrt + pycuda, and an export copy whose 'engines' name their ONNX file."""
-    from icnseg.runtime import cuda
+    from icnseg.runtime import cuda, gpu_matcher
 
     mem = Memory()
     pycuda = _fake_pycuda(mem)
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(mem))
     monkeypatch.setitem(sys.modules, "pycuda", pycuda)
     monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)
-    monkeypatch.setattr(cuda, "_state", {})
+    monkeypatch.setattr(cuda, "_main", {})
+    monkeypatch.setattr(cuda, "_local", threading.local())
     monkeypatch.setattr(cuda.atexit, "register", lambda f: None)
+    monkeypatch.setattr(gpu_matcher, "_kernels_load", {})  # the stand-in has no kernels
     export = Path(shutil.copytree(static_export, tmp_path / "e"))
 
     def build(onnx, engine, **kw):
@@ -273,3 +287,100 @@ def test_undeserialisable_engine_is_a_clear_error(fake_gpu):
     with pytest.raises(InputError, match=r"foreign\.engine: TensorRT 10\.8\.0 cannot deserialise "
                                          r"it \(magic tag does not match\).*build-engine"):
         load_backend("tensorrt", bare, "cuda")
+
+
+def test_image_is_copied_once_per_graph_not_per_icn_pass(fake_gpu):
+    """T = 3 ICN passes: the host image goes to the prm engine once and to the icn engine
+    once; the PRMs and every later pass stay on the device."""
+    from icnseg.data.voc import read_image
+    from icnseg.runtime import ExportedModel
+
+    export, mem = fake_gpu
+    image = read_image(sorted((ASSETS / "samples").glob("*.jpg"))[0])
+    with ExportedModel(export, "tensorrt", "cuda") as model:
+        cfg = model.segment_config(iterations=3)
+        stages = run_stages(model, image, cfg)
+        assert len(stages.peaks) and stages.enhanced is not None
+        image_bytes = 3 * 96 * 96 * 4
+        assert mem.uploads == [image_bytes, image_bytes]
+        run_stages(model, image, cfg)
+        assert mem.uploads == [image_bytes] * 4  # a new image: copied again
+    x = _x()
+    from icnseg.runtime.backend import load_backend
+
+    with load_backend("tensorrt", export / "prm.onnx", "cuda") as prm:
+        mem.uploads.clear()
+        prm.run({"image": x})
+        x += 1.0  # a writable array may change between runs: always copied
+        prm.run({"image": x})
+        assert len(mem.uploads) == 2
+
+
+def test_one_backend_serves_several_threads(fake_gpu):
+    """Four threads share one engine: each gets its own context and buffers, and every
+    thread's outputs equal ONNX Runtime's for its own image."""
+    from icnseg.runtime.backend import load_backend
+
+    export, mem = fake_gpu
+    images = [_x() + 0.25 * i for i in range(4)]
+    results: dict[int, dict] = {}
+    errors: list[BaseException] = []
+    with load_backend("onnxruntime", export / "prm.onnx") as ref, \
+            load_backend("tensorrt", export / "prm.onnx", "cuda") as prm:
+        barrier = threading.Barrier(4)
+
+        def work(i: int) -> None:
+            try:
+                barrier.wait()
+                for _ in range(3):
+                    dev = prm.run_device({"image": images[i]})
+                    results[i] = {k: prm.to_host(v) for k, v in dev.items()}
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        for i, image in enumerate(images):
+            want = ref.run({"image": image})
+            for name, value in want.items():
+                np.testing.assert_array_equal(results[i][name], value)
+        assert len(prm._states) == 5  # the loading thread + four workers
+        assert len({int(s.buffers["prm"]) for s in prm._states}) == 5
+    assert not mem.blocks  # close() freed the buffers of every thread
+
+
+def test_tensorrt_without_an_attribute_is_one_line(fake_gpu):
+    """A TensorRT whose API lacks what icnseg calls: BackendUnavailable naming the attribute
+    and the version, no AttributeError traceback."""
+    from icnseg.runtime.backend import load_backend
+
+    export, _ = fake_gpu
+    del sys.modules["tensorrt"].TensorIOMode
+    with pytest.raises(BackendUnavailable) as exc:
+        load_backend("tensorrt", export / "prm.onnx", "cuda")
+    msg = str(exc.value)
+    assert "\n" not in msg and "'TensorIOMode'" in msg and "tensorrt 10.8.0" in msg
+
+
+def test_tensorrt_rtx_on_an_unlisted_gpu_is_refused(fake_gpu, monkeypatch):
+    """Only tensorrt_rtx installed, on a compute capability 9.0 GPU (not in its support
+    matrix): one line saying so and what to install."""
+    from icnseg.artifacts.trt_support import unsupported_gpu
+    from icnseg.runtime.backend import load_backend
+
+    export, _ = fake_gpu
+    rtx = sys.modules["tensorrt"]
+    rtx.__name__ = "tensorrt_rtx"
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", rtx)
+    with pytest.raises(BackendUnavailable) as exc:
+        load_backend("tensorrt", export / "prm.onnx", "cuda")
+    msg = str(exc.value)
+    assert "\n" not in msg and "not Fake GPU (9.0)" in msg and "icnseg[tensorrt]" in msg
+    assert unsupported_gpu("tensorrt_rtx", "1.2", "8.9") is None
+    assert unsupported_gpu("tensorrt", "10.8", "8.7") is None
+    assert "7.5" in unsupported_gpu("tensorrt", "10.8", "7.0")
