@@ -20,8 +20,8 @@ from typing import Any
 
 from icnseg.errors import BackendUnavailable, IcnsegError
 
-INSTALL_PYCUDA = ("pycuda is not installed: pip install 'icnseg[gpu]' (CUDA kernels) or "
-                  "'icnseg[tensorrt]' (engines)")
+INSTALL_PYCUDA = ("pycuda is not installed: pip install 'icnseg[kernels]' (CUDA kernels; builds "
+                  "against the CUDA toolkit, CUDA_ROOT=/usr/local/cuda) or 'icnseg[tensorrt]'")
 _main: dict[str, Any] = {}  # "ctx": the primary context pushed in the main thread
 _local = threading.local()  # per thread: .pushed (context pushed here), .stream
 

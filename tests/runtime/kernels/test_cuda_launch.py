@@ -36,7 +36,7 @@ def test_missing_pycuda_says_how_to_install(monkeypatch) -> None:
 
     monkeypatch.setattr(importlib, "import_module", fake)
     for call in (cl.driver, cl.gpuarray, lambda: cl.empty((2,), "f4")):
-        with pytest.raises(BackendUnavailable, match=r"icnseg\[gpu\]"):
+        with pytest.raises(BackendUnavailable, match=r"icnseg\[kernels\]"):
             call()
 
 
