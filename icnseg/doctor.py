@@ -94,11 +94,12 @@ def _driver_release() -> str | None:
 def onnxruntime_info() -> dict[str, Any]:
     """Distributions, listed providers and the providers a tiny session really runs on."""
     found = iort.installed_distributions()
-    info: dict[str, Any] = {"distributions": found, "clash": iort.clash(found)}
+    info: dict[str, Any] = {"distributions": found, "clash": iort.clash()}
     try:
         ort = importlib.import_module("onnxruntime")
     except ImportError as exc:
         return {**info, "error": f"not importable ({_first_line(exc)})", "providers": {}}
+    info["imported"] = str(Path(ort.__file__).resolve().parent)
     build = importlib.util.find_spec("onnxruntime.capi.build_and_package_info")
     info["cuda_build"] = (getattr(importlib.import_module(build.name), "cuda_version", None)
                           if build else None) or None

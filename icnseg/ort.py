@@ -36,18 +36,33 @@ _preload: dict[str, list[str]] = {}  # "failed": libraries preload_dlls could no
 
 def installed_distributions() -> dict[str, str]:
     """{distribution: version} of every installed ONNX Runtime distribution."""
+    return {name: v for name, (v, _) in _located().items()}
+
+
+def _located() -> dict[str, tuple[str, str]]:
+    """{distribution: (version, the folder its onnxruntime/ package is installed in)}."""
     found = {}
     for name in DISTRIBUTIONS:
         try:
-            found[name] = metadata.version(name)
+            dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             continue
+        found[name] = (dist.version, str(Path(str(dist.locate_file(""))).resolve()))
     return found
 
 
 def clash(found: dict[str, str] | None = None) -> str | None:
-    """One line saying how to fix two ONNX Runtimes in one environment, or None."""
-    found = installed_distributions() if found is None else found
+    """One line saying how to fix two ONNX Runtimes in one folder of sys.path, or None.
+
+    Two distributions in one site-packages folder overwrite each other's files; in two
+    folders (e.g. a --target install on PYTHONPATH) the first on sys.path is imported intact.
+    ``found`` ({distribution: version}, all in one folder) is for callers that know better.
+    """
+    if found is None:
+        folders: dict[str, dict[str, str]] = {}
+        for name, (version, folder) in _located().items():
+            folders.setdefault(folder, {})[name] = version
+        found = next((f for f in folders.values() if len(f) > 1), {})
     if len(found) < 2:
         return None
     names = " and ".join(f"{n} {v}" for n, v in found.items())

@@ -23,6 +23,8 @@ def format_report(r: dict[str, Any]) -> str:
                                             if o.get("cuda_build") else ""))
     if o["clash"]:
         lines.append(f"  !! {o['clash']}")
+    elif len(o["distributions"]) > 1:
+        lines.append(f"  several installed in separate folders; imported: {o.get('imported')}")
     if o.get("preload_failed"):
         lines.append(f"  preload_dlls could not load: {', '.join(o['preload_failed'])}")
     for provider, state in o.get("providers", {}).items():

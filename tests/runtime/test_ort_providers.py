@@ -71,8 +71,8 @@ def test_provider_not_in_the_build_says_what_to_install() -> None:
 def test_two_distributions_are_refused_on_a_gpu(monkeypatch) -> None:
     """onnxruntime + onnxruntime-gpu in one environment: GPU devices refuse, naming both and
     the fix; the CPU still loads."""
-    both = {"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.23.2"}
-    monkeypatch.setattr(iort, "installed_distributions", lambda: both)
+    both = {"onnxruntime": ("1.32.0", "/site"), "onnxruntime-gpu": ("1.23.2", "/site")}
+    monkeypatch.setattr(iort, "_located", lambda: both)
     for device in ("cuda", "tensorrt"):
         with pytest.raises(BackendUnavailable) as exc:
             OnnxRuntimeBackend.load(PRM, device)
@@ -81,6 +81,14 @@ def test_two_distributions_are_refused_on_a_gpu(monkeypatch) -> None:
         assert "pip uninstall -y onnxruntime onnxruntime-gpu" in msg
     OnnxRuntimeBackend.load(PRM, "cpu").close()
     assert iort.clash({"onnxruntime": "1"}) is None
+
+
+def test_two_distributions_in_separate_folders_are_no_clash(monkeypatch) -> None:
+    """A --target install on PYTHONPATH does not overwrite the system one: not refused."""
+    apart = {"onnxruntime": ("1.32.0", "/usr/lib/site"), "onnxruntime-gpu": ("1.23.2", "/tmp/s")}
+    monkeypatch.setattr(iort, "_located", lambda: apart)
+    assert iort.clash() is None
+    assert iort.installed_distributions() == {"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.23.2"}
 
 
 def test_installed_distributions_reads_package_metadata() -> None:
