@@ -79,7 +79,7 @@ install() {
     python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$SITE" \
         "$ROOT" || return 1
     rm -rf "$ROOT/build"  # setuptools' build folder of that install
-    python3 -c "import icnseg, sys; print('icnseg', icnseg.__version__, icnseg.__file__)"
+    python3 -P -c "import icnseg.runtime as r, icnseg; print('icnseg', icnseg.__version__, r.__file__)"
 }
 
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
@@ -87,7 +87,10 @@ export PATH="$SITE/bin:$PATH"
 export PIP_BREAK_SYSTEM_PACKAGES=1  # --target installs only; nothing of the system is touched
 export SITE ROOT
 export -f install
-ICN=(python3 -m icnseg.cli.main)
+# -P: never import icnseg from the source tree in the working directory (its export/, runtime/
+# are subpackages only once installed)
+PY=(python3 -P)
+ICNSEG=("${PY[@]}" -c 'import sys; from icnseg.cli.main import main; sys.exit(main())')
 
 {
     date -u; uname -a; nvidia-smi 2>&1 | head -20; python3 --version
@@ -95,21 +98,21 @@ ICN=(python3 -m icnseg.cli.main)
 } > "$OUT/machine.log" 2>&1
 
 step install 240 30 bash -c install
-step doctor 60 10 "${ICN[@]}" doctor
-"${ICN[@]}" doctor --json > "$OUT/doctor.json" 2> "$OUT/doctor_json.err"
-step pytest_gpu 180 30 python3 -m pytest -m gpu -q -p no:cacheprovider \
+step doctor 60 10 "${ICNSEG[@]}" doctor
+"${ICNSEG[@]}" doctor --json > "$OUT/doctor.json" 2> "$OUT/doctor_json.err"
+step pytest_gpu 180 30 "${PY[@]}" -m pytest -m gpu -q -p no:cacheprovider \
     --junitxml="$OUT/pytest_gpu.xml" tests
 
 ckpt="$WORK/random.safetensors" export_dir="$WORK/export"
-step checkpoint 60 20 python3 tools/random_checkpoint.py "$ckpt" --backbone "$BACKBONE" \
+step checkpoint 60 20 "${PY[@]}" tools/random_checkpoint.py "$ckpt" --backbone "$BACKBONE" \
     --icn-encoder "$ICN" --size "$SIZE"
 # static K (TensorRT engines need it); parity is the bench's agreement check
-step export 150 40 "${ICN[@]}" export "$ckpt" --out "$export_dir" --peaks 8 --no-check
+step export 150 40 "${ICNSEG[@]}" export "$ckpt" --out "$export_dir" --peaks 8 --no-check
 
 bench() {  # bench NAME ARGS...: one bench run, JSON + Markdown under $OUT
     local name=$1
     shift
-    step "bench_$name" 120 30 "${ICN[@]}" bench "$ckpt" --export "$export_dir" --iters "$ITERS" \
+    step "bench_$name" 120 30 "${ICNSEG[@]}" bench "$ckpt" --export "$export_dir" --iters "$ITERS" \
         --warmup 2 --streams 0 --no-cold --json "$OUT/bench_$name.json" "$@"
 }
 bench ort_cuda --backend onnxruntime --device cuda
@@ -121,7 +124,7 @@ if python3 -c "import tensorrt" 2>/dev/null; then
         [ "$precision" = fp16 ] && flags=(--fp16)
         [ "$precision" = int8 ] && flags=(--int8 --calib "$ROOT/icnseg/assets/samples")
         # the bench loads the newest valid engine per graph: the one just built
-        step "engine_$precision" 150 60 "${ICN[@]}" build-engine "$export_dir" "${flags[@]}" &&
+        step "engine_$precision" 150 60 "${ICNSEG[@]}" build-engine "$export_dir" "${flags[@]}" &&
             bench "trt_$precision" --backend tensorrt --device cuda
     done
 else
