@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-call GPU check, at most 9 minutes: install from carried wheels, `icnseg doctor`,
 # `pytest -m gpu`, and a short bench at 448x448 (random-weight resnet50 + ICN vgg16 export):
-# ONNX Runtime CPU and CUDA, the ONNX Runtime TensorRT provider, the TensorRT backend at
-# fp32/fp16/int8 where TensorRT is installed. Every log goes under $OUT; summary.txt lists
+# ONNX Runtime CPU and CUDA (its instances checked against torch on the CPU), the ONNX Runtime
+# TensorRT provider, the TensorRT backend at fp32/fp16/int8 where TensorRT is installed (the
+# torch backend runs on the CPU only). Every log goes under $OUT; summary.txt lists
 # each step with its exit status and seconds, and the bench tables are concatenated into
 # bench.md. A step that fails or runs out of time is recorded and the next one runs.
 #
@@ -116,6 +117,10 @@ bench() {  # bench NAME ARGS...: one bench run, JSON + Markdown under $OUT
         --warmup 2 --streams 0 --no-cold --json "$OUT/bench_$name.json" "$@"
 }
 bench ort_cuda --backend onnxruntime --device cuda
+# instances of ONNX Runtime CUDA checked against torch on the CPU (the bench's agreement check
+# runs before any timing and fails the step when they differ), one timed image each
+bench agree_cuda_vs_torch_cpu --backend torch --backend onnxruntime --device cuda --iters 1 \
+    --warmup 0
 bench ort_cpu --backend onnxruntime --device cpu --iters 2 --warmup 1
 bench ort_trt_ep --backend onnxruntime --device tensorrt
 if python3 -c "import tensorrt" 2>/dev/null; then
