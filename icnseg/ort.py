@@ -127,6 +127,21 @@ def provider_problem(ort: Any, provider: str) -> str:
     return "no usable CUDA device, or a CUDA/cuDNN version this build was not made for"
 
 
+def create_session(ort: Any, model: Any, opts: Any, providers: list[Any]) -> Any:
+    """``InferenceSession`` without ORT's provider-fallback noise on stdout/stderr.
+
+    A provider that cannot start makes ORT log errors and print an "EP Error" block; icnseg
+    checks the provider that runs instead (``check_running``) and says it in one line, so
+    ORT's default logger is kept at FATAL while the session is created (then ERROR).
+    """
+    ort.set_default_logger_severity(4)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return ort.InferenceSession(model, opts, providers=providers)
+    finally:
+        ort.set_default_logger_severity(3)
+
+
 def check_running(session: Any, wanted: str, what: str) -> None:
     """BackendUnavailable (one line) unless ``session`` really runs on provider ``wanted``."""
     running = list(session.get_providers())
@@ -134,11 +149,19 @@ def check_running(session: Any, wanted: str, what: str) -> None:
         return
     import onnxruntime
 
+    problem = provider_problem(onnxruntime, wanted)
     raise BackendUnavailable(
-        f"{what}: ONNX Runtime's {wanted} did not start "
-        f"({provider_problem(onnxruntime, wanted)}); the session would run on "
-        f"{running[0] if running else 'nothing'} instead. Run `icnseg doctor`; "
-        f"for CUDA: {GPU_INSTALL}")
+        f"{what}: ONNX Runtime's {wanted} did not start ({problem}); the session would run "
+        f"on {running[0] if running else 'nothing'} instead. {fix_for(problem)}")
+
+
+def fix_for(problem: str) -> str:
+    """What to do about a provider ``problem`` (from ``provider_problem``)."""
+    if DRIVER_LIBRARY in problem:
+        return "Install the NVIDIA driver (`icnseg doctor` shows what is seen)"
+    if "libnvinfer" in problem:
+        return ("Install TensorRT: pip install 'icnseg[tensorrt]' (or use --device cuda)")
+    return f"Run `icnseg doctor`; for CUDA: {GPU_INSTALL}"
 
 
 def _varint(n: int) -> bytes:
@@ -181,7 +204,7 @@ def probe_provider(ort: Any, provider: str) -> str | None:
     providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider"
                               else [])
     try:
-        session = ort.InferenceSession(tiny_model(), opts, providers=providers)
+        session = create_session(ort, tiny_model(), opts, providers)
         running = session.get_providers()
         if running[0] != provider:
             return provider_problem(ort, provider)

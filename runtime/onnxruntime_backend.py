@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from icnseg.errors import BackendUnavailable, ConfigError, InputError
-from icnseg.ort import GPU_INSTALL, check_running, clash, import_ort
+from icnseg.ort import GPU_INSTALL, check_running, clash, create_session, import_ort
 from icnseg.runtime.backend import Backend, DeviceArray
 
 # device -> execution providers in priority order (CPU last as ORT's own fallback).
@@ -124,7 +124,7 @@ class OnnxRuntimeBackend(Backend):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(path), opts, providers=providers)
+            session = create_session(ort, str(path), opts, providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise InputError(f"{path}: ONNX Runtime cannot load it ({_first_line(exc)})"
                              ) from exc

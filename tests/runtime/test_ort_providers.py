@@ -132,3 +132,20 @@ def test_missing_dependency_of_the_provider_library_is_named(tmp_path) -> None:
     fake = types.SimpleNamespace(__file__=str(tmp_path / "onnxruntime" / "__init__.py"))
     assert iort.provider_problem(fake, "CUDAExecutionProvider") == (
         "libcudnn.so.9 cannot be loaded")
+
+
+def test_fix_matches_the_problem() -> None:
+    """No driver -> the driver; no libnvinfer -> TensorRT; a CUDA library -> the GPU line."""
+    assert "NVIDIA driver" in iort.fix_for("libcuda.so.1 cannot be loaded")
+    assert "icnseg[tensorrt]" in iort.fix_for("libnvinfer.so.10 cannot be loaded")
+    assert iort.GPU_INSTALL in iort.fix_for("libcudnn.so.9 cannot be loaded")
+
+
+def test_provider_fallback_noise_is_kept_off_stdout(capfd) -> None:
+    """ORT's 'EP Error ... Falling back' print and its C++ log stay out of the output."""
+    opts = ort.SessionOptions()
+    session = iort.create_session(ort, iort.tiny_model(), opts,
+                                  ["CPUExecutionProvider"])
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
