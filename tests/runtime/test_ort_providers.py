@@ -141,11 +141,18 @@ def test_fix_matches_the_problem() -> None:
     assert iort.GPU_INSTALL in iort.fix_for("libcudnn.so.9 cannot be loaded")
 
 
-def test_provider_fallback_noise_is_kept_off_stdout(capfd) -> None:
-    """ORT's 'EP Error ... Falling back' print and its C++ log stay out of the output."""
-    opts = ort.SessionOptions()
-    session = iort.create_session(ort, iort.tiny_model(), opts,
-                                  ["CPUExecutionProvider"])
-    assert session.get_providers() == ["CPUExecutionProvider"]
-    out, err = capfd.readouterr()
-    assert out == "" and err == ""
+def test_provider_fallback_noise_is_kept_off_stdout(capsys) -> None:
+    """ORT's 'EP Error ... Falling back' print stays off stdout (doctor --json), and its
+    default logger is at FATAL while the session is made, ERROR after."""
+    levels = []
+
+    def session(model, opts, providers):
+        levels.append(("during", fake.level))
+        print("*************** EP Error ***************\nFalling back to CPU")
+        return "session"
+
+    fake = types.SimpleNamespace(level=2, InferenceSession=session)
+    fake.set_default_logger_severity = lambda n: setattr(fake, "level", n)
+    assert iort.create_session(fake, b"model", None, ["CUDAExecutionProvider"]) == "session"
+    assert capsys.readouterr().out == ""
+    assert levels == [("during", 4)] and fake.level == 3
