@@ -10,18 +10,23 @@
 #   OUT=/some/dir tools/gpu_check.sh            # run from anywhere; the repo is this script's
 #
 # Wheels (a GPU machine without a package index that has torch with CUDA, cupy, nvcc, numpy,
-# onnx and the CPU onnxruntime): pack them here with ../shared/tools/gpu-wheels fetch (see its
-# header), bring the chunks, and set WHEELS=/tmp/w (unpacked) or CHUNKS=DIR (c00, c01, ...).
-# CUDA 12 hosts (torch +cu12x) need onnxruntime-gpu 1.23.x (1.24+ wheels on PyPI need CUDA 13):
-#   ../shared/tools/gpu-wheels fetch onnxruntime-gpu==1.23.2 scipy==1.16.3 \
-#     opencv-python-headless==4.12.0.88 scikit-image==0.25.2 pycocotools==2.0.10 tqdm==4.67.1 \
-#     safetensors==0.6.2 imageio==2.37.0 tifffile==2025.10.16 lazy_loader==0.4 networkx==3.5 \
-#     pillow==12.0.0 coloredlogs==15.0.1 humanfriendly==10.0 flatbuffers==25.9.23 \
-#     pycuda==2025.1.2 pytools==2025.2.5 platformdirs==4.5.0 mako==1.3.10 siphash24==1.8 \
-#     setuptools==80.9.0 wheel==0.45.1 pytest==8.4.2 pluggy==1.6.0 iniconfig==2.3.0
-# (add tensorrt-cu12==10.13.3.9 tensorrt-cu12-libs==10.13.3.9 tensorrt-cu12-bindings==10.13.3.9
-#  for the TensorRT rows: about 1.3 GB more). A package already importable there is not
-# reinstalled: --no-deps installs into $SITE, which goes first on PYTHONPATH.
+# onnx and the CPU onnxruntime): pack them with ../shared/tools/gpu-wheels fetch (see its
+# header; it needs a plain clone, not a git worktree, whose .git is a file), bring the chunks,
+# and set CHUNKS=DIR (c00, c01, ...) or WHEELS=DIR (unpacked). This list resolved for CPython
+# 3.12 manylinux x86_64 (28 files, 7 chunks, 400 MB; onnxruntime-gpu is 300 MB of it); the
+# versions work with numpy 1.26 and 2.x. CUDA 12 hosts (torch +cu12x) need onnxruntime-gpu
+# 1.23.x: PyPI's 1.24+ wheels need CUDA 13.
+#   gpu-wheels fetch onnxruntime-gpu==1.23.2 scipy==1.14.1 opencv-python-headless==4.10.0.84 \
+#     scikit-image==0.24.0 pycocotools==2.0.8 tqdm==4.67.1 safetensors==0.4.5 imageio==2.36.0 \
+#     tifffile==2024.9.20 lazy_loader==0.4 networkx==3.4.2 pillow==11.0.0 coloredlogs==15.0.1 \
+#     humanfriendly==10.0 flatbuffers==24.3.25 pycuda==2024.1.2 pytools==2024.1.14 \
+#     platformdirs==4.3.6 mako==1.3.6 markupsafe==3.0.2 typing_extensions==4.12.2 \
+#     siphash24==1.7 setuptools==80.9.0 wheel==0.45.1 pytest==8.3.4 pluggy==1.5.0 \
+#     iniconfig==2.0.0 packaging==24.2
+# (pycuda comes as its source archive and is built there with the host's nvcc; add
+#  tensorrt-cu12 + tensorrt-cu12-libs + tensorrt-cu12-bindings of one version for the TensorRT
+#  rows, about 1.3 GB more). --no-deps installs into $SITE, first on PYTHONPATH; the system's
+# packages are not touched (a second onnxruntime there is in another folder: no clash).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
