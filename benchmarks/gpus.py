@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from icnseg.jetson import jetson_model
+
 
 @dataclass(frozen=True)
 class GpuSpec:
@@ -23,7 +25,7 @@ class GpuSpec:
 # x 2 x clock, from the data sheets' cores/SMs or TCs/clock/GB/s: Orin Nano 8GB 1024/8/625 MHz/68
 # (Super 1020 MHz/102), Orin NX 16GB 1024/8/918 MHz/102.4, AGX Orin 64GB 2048/16/1.3 GHz/204.8,
 # Xavier NX 384/48/1.1 GHz/51.2, AGX Xavier 512/64/1.377 GHz/136.5. CUDA calls every Orin "Orin",
-# every Xavier "Xavier" (-> the AGX rows): add /proc/device-tree/model to match the others.
+# every Xavier "Xavier": find_gpu matches the board's /proc/device-tree/model instead.
 GPUS: tuple[GpuSpec, ...] = (
     GpuSpec("H200", r"\bh200\b", 67.0, 989.5, 4800.0),  # H200 datasheet (SXM): 1,979 sparse
     GpuSpec("H100 PCIe", r"\bh100\b.*pcie", 51.0, 756.5, 2000.0),  # H100 datasheet: 1,513 sp.
@@ -45,7 +47,19 @@ GPUS: tuple[GpuSpec, ...] = (
 )
 
 
-def find_gpu(name: str) -> GpuSpec | None:
-    """The GPUS row for a CUDA device name ("NVIDIA H100 80GB HBM3", "Orin"), else None."""
-    norm = re.sub(r"[\s_\-]+", " ", name.lower()).strip()
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", name.lower()).strip()
+
+
+def find_gpu(name: str, board: str | None = None) -> GpuSpec | None:
+    """The GPUS row for a CUDA device name ("NVIDIA H100 80GB HBM3", "Orin"), else None.
+
+    A Jetson's CUDA name ("Orin", "Xavier") is replaced by its board model (``board``, read
+    from the device tree when None), so an Orin Nano is not taken for an AGX Orin.
+    """
+    norm = _norm(name)
+    if re.search(r"\b(orin|xavier)\b", norm):
+        board = board if board is not None else jetson_model()
+        if board and re.search(r"\b(orin|xavier)\b", _norm(board)):
+            norm = _norm(board)
     return next((g for g in GPUS if re.search(g.pattern, norm)), None)

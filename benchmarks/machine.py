@@ -11,6 +11,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from icnseg.jetson import jetson_model
+
 REPO = Path(__file__).resolve().parents[1]
 LIBRARIES = ("icnseg", "numpy", "opencv-python-headless", "onnx", "onnxruntime",
              "onnxruntime-gpu", "torch", "tensorrt", "tensorrt-rtx", "pycuda")
@@ -77,6 +79,7 @@ def machine_info() -> dict[str, object]:
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "gpus": gpus(),
+        "jetson": jetson_model(),  # the board (CUDA only says "Orin"), None elsewhere
         "libraries": versions(),
         "git": git_revision(),
     }

@@ -5,16 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from icnseg.errors import BackendUnavailable
+from icnseg.ort import import_ort
 
 
 def cpu_session(path: str | Path, needed_for: str) -> Any:
     """An ``InferenceSession`` on the CPU EP; BackendUnavailable saying what needs it."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise BackendUnavailable(f"{needed_for} needs ONNX Runtime: pip install 'icnseg[cpu]'"
-                                 ) from exc
+    ort = import_ort(needed_for)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -40,7 +40,8 @@ from icnseg.export.prm_graph import build_prm_onnx
 from icnseg.fileio import write_text
 from icnseg.models.prm import PeakConfig, PRMClassifier, find_peaks
 from icnseg.models.prm_backprop import backprop_rule, peak_response_maps
-from icnseg.runtime.onnxruntime_backend import OnnxRuntimeBackend, _ort, providers_for
+from icnseg.ort import import_ort
+from icnseg.runtime.onnxruntime_backend import OnnxRuntimeBackend, providers_for
 
 REL_TOL = 1e-3  # max abs error allowed, relative to max|R| of the loop's maps
 BIAS = -2.0  # classifier bias: Eq. 1 subtracts mean(M), so a negative offset makes random maps peak
@@ -84,7 +85,7 @@ def batched_maps(classifier: torch.nn.Module, x: torch.Tensor, peaks: np.ndarray
 
 def ort_session(model: onnx.ModelProto, folder: Path, threads: int) -> OnnxRuntimeBackend:
     """Save ``model`` under ``folder`` and open it on ORT CPU with ``threads`` intra-op threads."""
-    ort = _ort()
+    ort = import_ort()
     path = folder / "prm.onnx"
     onnx.save(model, str(path))
     opts = ort.SessionOptions()

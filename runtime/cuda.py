@@ -1,10 +1,12 @@
 """CUDA through pycuda, imported lazily: the one context, stream and error chokepoint.
 
-``cuda_driver()`` initialises CUDA and makes device 0's primary context current (the context
-TensorRT, ONNX Runtime, torch and our kernels share); ``shared_stream()`` is the one stream
-TensorRT engines and the matcher kernels of this process enqueue on, so chained stages need no
-synchronisation between them; ``check_cuda`` turns pycuda / TensorRT / driver exceptions into
-``IcnsegError`` (``BackendUnavailable`` while initialising).
+``cuda_driver()`` initialises CUDA and makes device 0's primary context current in the calling
+thread (the context TensorRT, ONNX Runtime, torch and our kernels share; pycuda's context stack
+is per thread, so each thread pushes it once); ``shared_stream()`` is the one stream the
+TensorRT engines and matcher kernels of the calling thread enqueue on, so chained stages need no
+synchronisation between them and threads do not wait for each other; ``check_cuda`` turns
+pycuda / TensorRT / driver exceptions into ``IcnsegError`` (``BackendUnavailable`` while
+initialising).
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from icnseg.errors import BackendUnavailable, IcnsegError
 
-INSTALL_PYCUDA = ("pycuda is not installed: pip install 'icnseg[gpu]' (CUDA kernels) or "
-                  "'icnseg[tensorrt]' (engines)")
-_state: dict[str, Any] = {}  # "ctx": the primary context we pushed, "stream": the shared stream
+INSTALL_PYCUDA = ("pycuda is not installed: pip install 'icnseg[kernels]' (CUDA kernels; builds "
+                  "against the CUDA toolkit, CUDA_ROOT=/usr/local/cuda) or 'icnseg[tensorrt]'")
+_main: dict[str, Any] = {}  # "ctx": the primary context pushed in the main thread
+_local = threading.local()  # per thread: .pushed (context pushed here), .stream
 
 
 @contextlib.contextmanager
@@ -41,9 +45,10 @@ def check_cuda(what: str, unavailable: bool = False) -> Iterator[None]:
 
 
 def _pop_context() -> None:
-    """atexit: pop the primary context pushed by ``cuda_driver`` (pycuda warns otherwise)."""
-    ctx = _state.pop("ctx", None)
-    _state.pop("stream", None)
+    """atexit: pop the primary context the main thread pushed (pycuda warns otherwise)."""
+    ctx = _main.pop("ctx", None)
+    if threading.current_thread() is threading.main_thread():
+        _local.__dict__.pop("stream", None)
     if ctx is not None:
         with contextlib.suppress(Exception):
             ctx.pop()
@@ -62,15 +67,17 @@ def cuda_driver() -> Any:
         if drv.Context.get_current() is None:
             ctx = drv.Device(0).retain_primary_context()
             ctx.push()
-            _state["ctx"] = ctx
-            atexit.register(_pop_context)
+            _local.pushed = ctx
+            if threading.current_thread() is threading.main_thread() and "ctx" not in _main:
+                _main["ctx"] = ctx
+                atexit.register(_pop_context)
     return drv
 
 
 def shared_stream() -> Any:
-    """The CUDA stream all TensorRT engines of this process enqueue on."""
+    """The CUDA stream the TensorRT engines and kernels of the calling thread enqueue on."""
     drv = cuda_driver()
-    if "stream" not in _state:
+    if getattr(_local, "stream", None) is None:
         with check_cuda("creating a CUDA stream"):
-            _state["stream"] = drv.Stream()
-    return _state["stream"]
+            _local.stream = drv.Stream()
+    return _local.stream

@@ -1,28 +1,37 @@
 """Launch infrastructure for the CUDA kernels in ``cpp_ext/`` (pycuda, imported lazily).
 
 Importing this module imports nothing from pycuda; the first kernel call does. Each
-``cpp_ext/<stem>.cu`` is one CUDA module, loaded from ``cpp_ext/<stem>.fatbin`` when that
-exists and is newer than its sources (built by ``cpp_ext/CMakeLists.txt``), else compiled by
-pycuda (which caches it). ``KERNELS`` names every kernel with its module and argument format
-(``P`` pointer, ``i`` int32, ``f`` float32, ``d`` float64); kernels are launched through
-pycuda's prepared calls with that format, asynchronously on the given stream. Device arrays
-are C-contiguous ``pycuda.gpuarray.GPUArray``s in the current CUDA context (the device's
-primary context is made current when there is none).
+``cpp_ext/<stem>.cu`` is one CUDA module, loaded in this order: the prebuilt
+``cpp_ext/<stem>.fatbin`` (``tools/build_fatbins.py``: SASS for ``FATBIN_ARCHS`` plus PTX)
+when ``cpp_ext/fatbins.json`` says it was built from the very sources installed; else the .cu
+compiled by pycuda when ``nvcc`` is on PATH; else ``BackendUnavailable`` (callers fall back to
+the numpy matcher). Each fallback is announced once, in one line. ``KERNELS`` names every
+kernel with its module and argument format (``P`` pointer, ``i`` int32, ``f`` float32, ``d``
+float64); kernels are launched through pycuda's prepared calls with that format,
+asynchronously on the given stream. Device arrays are C-contiguous ``pycuda.gpuarray.GPUArray``s
+in the current CUDA context (the device's primary context is made current when there is none).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from icnseg.errors import BackendUnavailable, IcnsegError, InputError
+from icnseg.notice import notice
 from icnseg.runtime.cuda import check_cuda, cuda_driver
 
 SRC_DIR = Path(__file__).resolve().parent.parent / "cpp_ext"
 COMMON = SRC_DIR / "common.cuh"
+FATBIN_INDEX = "fatbins.json"  # in SRC_DIR: nvcc version, archs, sha256 of sources + fatbin
+FATBIN_ARCHS = (75, 80, 86, 87, 89, 90)  # SASS in every fatbin (Turing .. Hopper, Orin = 87)
+PTX_ARCH = FATBIN_ARCHS[-1]  # PTX for newer GPUs, JIT-compiled by the driver
 BLOCK = 256  # threads per block for every kernel (8 warps)
 WARPS = BLOCK // 32
 MAX_GRID = 1 << 16  # kernels are grid-stride, so capping the grid is always correct
@@ -67,20 +76,90 @@ def sources(stem: str) -> tuple[Path, ...]:
     return SRC_DIR / f"{stem}.cu", COMMON
 
 
-def _load(drv: Any, stem: str) -> Any:
-    """Load module ``stem``: its fatbin when fresh, else compile its .cu with pycuda."""
-    srcs = sources(stem)
+def sources_sha256(stem: str) -> str:
+    """sha256 over the names and bytes of the files module ``stem`` is built from."""
+    digest = hashlib.sha256()
+    for path in sources(stem):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def fatbin_index() -> dict[str, Any]:
+    """``cpp_ext/fatbins.json`` ({} when absent or unreadable: then no fatbin is trusted)."""
+    try:
+        index = json.loads((SRC_DIR / FATBIN_INDEX).read_text())
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
+def fatbin_problem(stem: str, index: dict[str, Any] | None = None) -> str | None:
+    """Why ``cpp_ext/<stem>.fatbin`` cannot be used (None when it matches its sources)."""
     fatbin = SRC_DIR / f"{stem}.fatbin"
-    times = [p.stat().st_mtime for p in srcs if p.is_file()]
-    fresh = fatbin.is_file() and all(fatbin.stat().st_mtime >= t for t in times)
-    if not fresh and not srcs[0].is_file():
-        raise BackendUnavailable(f"neither {fatbin} nor {srcs[0]} is installed")
-    with check_cuda(f"loading the {stem} kernels", unavailable=True):
-        if fresh:
-            return drv.module_from_file(str(fatbin))
+    entry = (fatbin_index() if index is None else index).get("modules", {}).get(stem)
+    if not fatbin.is_file():
+        return f"{fatbin.name} is not installed"
+    if not isinstance(entry, dict):
+        return f"{fatbin.name} is not listed in {FATBIN_INDEX}"
+    if not all(p.is_file() for p in sources(stem)):
+        return None  # a wheel without sources: nothing to be stale against
+    if entry.get("sources_sha256") != sources_sha256(stem):
+        return f"{fatbin.name} is stale (built from other sources than {stem}.cu/common.cuh)"
+    if entry.get("fatbin_sha256") != hashlib.sha256(fatbin.read_bytes()).hexdigest():
+        return f"{fatbin.name} does not match its recorded sha256"
+    return None
+
+
+def nvcc() -> str | None:
+    """Path of the nvcc pycuda would run (it runs ``nvcc`` from PATH), or None."""
+    return shutil.which("nvcc")
+
+
+def _compile(stem: str, why: str) -> Any:
+    """Compile ``<stem>.cu`` with pycuda/nvcc; BackendUnavailable (one line) if impossible."""
+    src = sources(stem)[0]
+    if not src.is_file():
+        raise BackendUnavailable(f"CUDA kernels {stem}: {why}, and {src} is not installed")
+    if nvcc() is None:
+        raise BackendUnavailable(f"CUDA kernels {stem}: {why}, and nvcc is not on PATH to "
+                                 f"compile {src.name}")
+    notice(f"CUDA kernels {stem}: {why}; compiling {src.name} with nvcc")
+    try:
         compiler = importlib.import_module("pycuda.compiler")
-        return compiler.SourceModule(srcs[0].read_text(), no_extern_c=True,
+        return compiler.SourceModule(src.read_text(), no_extern_c=True,
                                      include_dirs=[str(SRC_DIR)], options=["-O3"])
+    except Exception as exc:  # noqa: BLE001 - CompileError, ExecError (OSError), LogicError
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BackendUnavailable(f"CUDA kernels {stem}: nvcc cannot build {src.name} here "
+                                 f"({type(exc).__name__}: {first})") from exc
+
+
+def _load(drv: Any, stem: str) -> Any:
+    """Load module ``stem``: its fatbin when it matches the sources, else compile the .cu."""
+    index = fatbin_index()
+    problem = fatbin_problem(stem, index)
+    if problem is None:
+        fatbin = SRC_DIR / f"{stem}.fatbin"
+        try:
+            return drv.module_from_file(str(fatbin))
+        except Exception as exc:  # noqa: BLE001 - pycuda LogicError/RuntimeError: arch, driver
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            problem = (f"{fatbin.name} (CUDA {index.get('cuda', '?')}, sm_"
+                       f"{'/'.join(str(a) for a in index.get('archs', []))}) does not load "
+                       f"under this driver/GPU ({first})")
+    return _compile(stem, problem)
+
+
+def load_plan() -> dict[str, str]:
+    """Per module, how it would load here without touching a GPU: fatbin | nvcc | none."""
+    index = fatbin_index()
+    plan = {}
+    for stem in MODULES:
+        if fatbin_problem(stem, index) is None:
+            plan[stem] = "fatbin"
+        else:
+            plan[stem] = "nvcc" if nvcc() and sources(stem)[0].is_file() else "none"
+    return plan
 
 
 def function(name: str) -> Any:

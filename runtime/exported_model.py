@@ -115,7 +115,8 @@ class ExportedModel(SegmenterBase):
                       keep_maps: bool) -> Stages:
         """The naive PRMs feed the ICN in place, each ICN pass feeds the next; only the small
         outputs come back (and the final maps, unless the device matcher takes them)."""
-        prm, icn, x = self.prm, self.icn, prepared.x
+        prm, icn, x = self.prm, self.icn, prepared.x.view()
+        x.flags.writeable = False  # the same read-only image each pass: copied to an engine once
         with clock("prm"):
             out = prm.run_device({"image": x})
             n = int(prm.to_host(out["count"])[0])  # waits for the engine

@@ -11,16 +11,16 @@ computed in double from exact pixel counts, so they are bit-identical, not just 
 
 from __future__ import annotations
 
-import importlib
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from icnseg.errors import ConfigError, InputError
+from icnseg.errors import ConfigError, IcnsegError, InputError
 from icnseg.instance import Instance
 from icnseg.matching import MatchConfig
+from icnseg.notice import notice
 from icnseg.postprocess import instance_score, instances_from, resize_proposals
 from icnseg.proposals.types import Proposals
 from icnseg.runtime import cuda_kernels as ck
@@ -34,6 +34,7 @@ __all__ = ["DeviceMatch", "DeviceProposals", "as_gpuarray", "check_supported",
            "device_matcher_available", "match_instances", "match_on_device", "upload_proposals"]
 
 _pinned = threading.local()  # per thread: page-locked download buffers, reused across calls
+_kernels_load: dict[str, bool] = {}  # "ok": did the kernel modules load (tried once)
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,16 +188,26 @@ def match_instances(maps: Any, proposals: DeviceProposals | Proposals, classes: 
 # engine (or ORT's CUDA EP) leaves on the GPU go straight in, no host copy of [K, H, W].
 
 def device_matcher_available(cfg: SegmentConfig) -> bool:
-    """True when pycuda is installed and ``cfg`` uses what the CUDA matcher implements."""
-    try:
-        importlib.import_module("pycuda.gpuarray")
-    except Exception:  # noqa: BLE001 - absent, or a pycuda that cannot load: numpy matcher
-        return False
+    """True when ``cfg`` uses what the CUDA matcher implements and its kernels load here.
+
+    The kernel modules are really loaded, once per process (fatbin, else nvcc); when they
+    cannot be, that is announced once in one line and the numpy matcher is used.
+    """
     try:
         check_supported(cfg.match)
     except ConfigError:
         return False
-    return True
+    if "ok" not in _kernels_load:
+        first = {stem: name for name, (stem, _) in reversed(cl.KERNELS.items())}
+        try:
+            for name in first.values():
+                cl.function(name)
+            _kernels_load["ok"] = True
+        except Exception as exc:  # noqa: BLE001 - whatever stops the kernels, numpy still works
+            why = str(exc) if isinstance(exc, IcnsegError) else f"{type(exc).__name__}: {exc}"
+            notice(f"CUDA matcher unavailable, matching with numpy instead ({why})")
+            _kernels_load["ok"] = False
+    return _kernels_load["ok"]
 
 
 def as_gpuarray(arr: DeviceArray) -> Any:

@@ -6,7 +6,9 @@ device (CUDA for cuda/tensorrt, CPU for cpu) and returned as ``DeviceArray``s th
 OrtValue, so graphs chain on the GPU. The TensorRT EP gets its engine and timing caches under
 ``<export dir>/cache/ort-trt`` (or the user cache folder when the export directory is
 read-only) and explicit profiles for dynamic K from the manifest, so a new peak count never
-triggers an engine rebuild.
+triggers an engine rebuild. On a GPU device the session must really run on the provider asked
+for (``icnseg.ort.check_running``): a silent fallback to the CPU is a BackendUnavailable naming
+the library that is missing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from icnseg.errors import BackendUnavailable, ConfigError, InputError
+from icnseg.ort import GPU_INSTALL, check_running, clash, create_session, import_ort
 from icnseg.runtime.backend import Backend, DeviceArray
 
 # device -> execution providers in priority order (CPU last as ORT's own fallback).
@@ -28,34 +31,22 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
     "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
-_EXTRA = {"cpu": "cpu", "cuda": "gpu", "tensorrt": "gpu"}
 _IO_DEVICE = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda"}  # where IOBinding puts outputs
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
            "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
            "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(bool)": np.bool_}
 
 
-def _ort():
-    """Import onnxruntime or say how to install it."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise BackendUnavailable(
-            "the onnxruntime backend needs ONNX Runtime: pip install 'icnseg[cpu]' "
-            "(or 'icnseg[gpu]' for CUDA)"
-        ) from exc
-    return onnxruntime
-
-
 def providers_for(device: str) -> list[str]:
     """Execution providers for ``device``; BackendUnavailable if this ORT build lacks them."""
-    ort = _ort()
+    ort = import_ort(gpu=device != "cpu")
     wanted = PROVIDERS[device]
     have = set(ort.get_available_providers())
     if wanted[0] not in have:
+        fix = clash() or (GPU_INSTALL if device != "cpu" else "pip install 'icnseg[cpu]'")
         raise BackendUnavailable(
             f"device {device!r} needs ONNX Runtime's {wanted[0]}, which this installation "
-            f"lacks (available: {', '.join(sorted(have))}): pip install 'icnseg[{_EXTRA[device]}]'"
+            f"lacks (available: {', '.join(sorted(have))}): {fix}"
         )
     return [p for p in wanted if p in have]
 
@@ -126,17 +117,19 @@ class OnnxRuntimeBackend(Backend):
                               "or fp16 with --device tensorrt (INT8: use the tensorrt backend)")
         if precision == "fp16" and device != "tensorrt":
             raise ConfigError("precision fp16 with onnxruntime needs --device tensorrt")
-        ort = _ort()
         providers: list[Any] = list(providers_for(device))
+        ort = import_ort()
         if providers[0] == "TensorrtExecutionProvider":
             providers[0] = (providers[0], trt_provider_options(Path(path), precision))
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(path), opts, providers=providers)
+            session = create_session(ort, str(path), opts, providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise InputError(f"{path}: ONNX Runtime cannot load it ({_first_line(exc)})"
                              ) from exc
+        if device != "cpu":
+            check_running(session, PROVIDERS[device][0], str(path))
         return cls(session, device, Path(path))
 
     def _run(self, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:

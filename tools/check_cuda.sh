@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Compile every cpp_ext/*.cu for each supported GPU architecture (warnings are errors).
+# Compile every cpp_ext/*.cu for each supported GPU architecture (warnings are errors, ptxas
+# too); ARCHS = icnseg.runtime.cuda_launch.FATBIN_ARCHS (a test checks). The shipped fatbins
+# come from tools/build_fatbins.py.
 # Prints one line per file; exits non-zero on any compile error. Without nvcc: skipped (0).
 set -euo pipefail
 

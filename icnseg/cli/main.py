@@ -326,10 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     from icnseg.cli import bench as cli_bench
+    from icnseg.cli import doctor as cli_doctor
     from icnseg.cli import engine as cli_engine
 
     cli_engine.add_parser(sub)
     cli_bench.add_parser(sub)
+    cli_doctor.add_parser(sub)
     return parser
 
 
