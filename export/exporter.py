@@ -32,6 +32,7 @@ class ExportResult:
     manifest: dict[str, Any]
     sizes: dict[str, int]
     seconds: float
+    parity: dict[str, Any] | None = None  # fp16/int8: parity of their FP32 graphs with torch
 
 
 def load_eager(model: Any):
@@ -80,12 +81,22 @@ def checkpoint_to_onnx(
     unroll: int = 1,
     force: bool = False,
     dynamic_k: bool = False,
+    precision: str = "fp32",
+    calib: str | os.PathLike | None = None,
+    calib_method: str = "minmax",
+    int8_activations: str = "symmetric",
+    check_fp32: bool = False,
 ) -> ExportResult:
-    """Export MODEL ('default', a checkpoint or a Model) to ``out_dir`` atomically."""
+    """Export MODEL ('default', a checkpoint or a Model) to ``out_dir`` atomically.
+
+    ``precision`` fp16/int8 types the graphs (``export.precision``) on the calibration
+    images of ``calib`` and measures them against the FP32 graphs before anything is written.
+    """
     from icnseg.export.icn_graph import build_icn_onnx
     from icnseg.export.prm_graph import build_prm_onnx
 
     t0 = time.perf_counter()
+    check_precision_options(precision, calib, calib_method, int8_activations)
     m, source = load_eager(model)
     cfg = export_config(m, peaks, rule)
     hh, ww = _check_size(size or m.input_size, int(getattr(m.classifier, "stride", 1)))
@@ -121,21 +132,57 @@ def checkpoint_to_onnx(
     if m.icn is not None:
         graphs["icn"] = build_icn_onnx(m.icn, (hh, ww), opset=opset,
                                        dynamic_size=dynamic_size, unroll=unroll)
+    facts["precision"] = precision
+    if precision == "fp32":
+        with atomic_dir(out_dir, force=force) as tmp:
+            manifest, sizes = write_export(tmp, graphs, facts)
+        return ExportResult(Path(out_dir), manifest, sizes, time.perf_counter() - t0)
+    from icnseg.export.typed_export import write_typed_export
+
+    manifest, sizes, parity = write_typed_export(out_dir, graphs, facts, calib, calib_method,
+                                                 int8_activations, force,
+                                                 m if check_fp32 else None)
+    return ExportResult(Path(out_dir), manifest, sizes, time.perf_counter() - t0, parity)
+
+
+def check_precision_options(precision: str, calib: str | os.PathLike | None, method: str,
+                            activations: str) -> None:
+    """ConfigError for a precision option that does not fit the others."""
+    from icnseg.artifacts.manifest import PRECISIONS
+    from icnseg.export.int8 import ACTIVATIONS, check_method
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and not calib:
+        raise ConfigError("--precision int8 needs calibration images: add --calib IMAGES "
+                          "(a folder of images like the ones it will see)")
+    if precision == "fp32" and calib:
+        raise ConfigError("--calib is only used with --precision fp16 or int8")
+    check_method(method)
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"--int8-activations {activations!r}: choose one of "
+                          f"{', '.join(ACTIVATIONS)}")
+
+
+def write_export(tmp: Path, graphs: dict[str, Any], facts: dict[str, Any],
+                 per_graph: dict[str, dict[str, Any]] | None = None
+                 ) -> tuple[dict[str, Any], dict[str, int]]:
+    """Write ``graphs`` (ModelProtos), with metadata, and manifest.json into ``tmp``."""
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; an export is meant to be shared
     meta = metadata_entries(facts)
     files: dict[str, dict[str, Any]] = {}
     sizes: dict[str, int] = {}
-    with atomic_dir(out_dir, force=force) as tmp:
-        tmp.chmod(0o755)  # mkdtemp makes it 0700; an export is meant to be shared
-        for role, graph in graphs.items():
-            data = add_metadata(graph, {**meta, "icnseg.graph": role}).SerializeToString()
-            if len(data) >= 2**31:
-                raise ExportError(f"{role}.onnx would exceed ONNX's 2 GB protobuf limit")
-            (tmp / FILES[role]).write_bytes(data)
-            files[role] = {"path": FILES[role], "sha256": sha256_file(tmp / FILES[role]),
-                           "bytes": len(data)}
-            sizes[FILES[role]] = len(data)
-        manifest = {**facts, "files": files}
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        (tmp / MANIFEST).write_text(text, encoding="utf-8")
-        sizes[MANIFEST] = len(text.encode())
-    return ExportResult(Path(out_dir), manifest, sizes, time.perf_counter() - t0)
+    for role, graph in graphs.items():
+        data = add_metadata(graph, {**meta, "icnseg.graph": role}).SerializeToString()
+        if len(data) >= 2**31:
+            raise ExportError(f"{role}.onnx would exceed ONNX's 2 GB protobuf limit")
+        (tmp / FILES[role]).write_bytes(data)
+        files[role] = {"path": FILES[role], "sha256": sha256_file(tmp / FILES[role]),
+                       "bytes": len(data), **(per_graph or {}).get(role, {})}
+        files[role].setdefault("precision", "fp32")
+        sizes[FILES[role]] = len(data)
+    manifest = {**facts, "files": files}
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (tmp / MANIFEST).write_text(text, encoding="utf-8")
+    sizes[MANIFEST] = len(text.encode())
+    return manifest, sizes

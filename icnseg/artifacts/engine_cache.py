@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from icnseg.artifacts.manifest import sha256_file
+from icnseg.artifacts.manifest import PRECISIONS, sha256_file
 from icnseg.errors import ConfigError, ExportError, InputError
 from icnseg.fileio import atomic_path, write_text
 
 FORMAT = "icnseg-engine"
 FORMAT_VERSION = 1
 ENGINE_DIR = "engines"
-PRECISIONS = ("fp32", "fp16", "int8")
 Shape = tuple[int, ...]
 
 
@@ -54,7 +53,7 @@ class TrtEnv:
 class EngineSpec:
     """The build settings that change an engine's bytes."""
 
-    precision: str = "fp32"  # fp32 | fp16 | int8 (int8 also enables FP16 kernels)
+    precision: str = "fp32"  # fp32 | fp16 | int8: the export's (strongly typed graph)
     dla_core: int | None = None  # Jetson DLA core, GPU fallback on; None = GPU only
     workspace_mb: int | None = None  # builder workspace limit; None = TensorRT's default
     profiles: Mapping[str, tuple[Shape, Shape, Shape]] = field(default_factory=dict)
@@ -68,11 +67,13 @@ class EngineSpec:
         if self.dla_core is not None and self.dla_core < 0:
             raise ConfigError(f"--dla {self.dla_core}: a DLA core index is >= 0")
         if self.dla_core is not None and self.precision == "fp32":
-            raise ConfigError("--dla: DLA runs FP16 or INT8 only; add --fp16 or --int8")
+            raise ConfigError("--dla: DLA runs FP16 or INT8 only; export with "
+                              "--precision fp16 or int8")
         if self.workspace_mb is not None and self.workspace_mb <= 0:
             raise ConfigError(f"--workspace {self.workspace_mb}: give a size in MB > 0")
         if self.precision == "int8" and not self.calib_sha256:
-            raise ConfigError("--int8 needs calibration images: add --calib DIR")
+            raise ConfigError("an int8 export records its calibration set; this manifest "
+                              "has none: export again with --precision int8 --calib IMAGES")
         return self
 
 
@@ -203,8 +204,8 @@ def sidecar_of(engine_path: str | os.PathLike) -> Path:
 
 
 def _rebuild_hint(export_dir: Path, precision: str | None) -> str:
-    flag = {"fp16": " --fp16", "int8": " --int8 --calib IMAGES"}.get(precision or "", "")
-    return f"build it with `icnseg build-engine {export_dir}{flag}`"
+    """How to get an engine (its precision is the export's: icnseg export --precision)."""
+    return f"build it with `icnseg build-engine {export_dir}`"
 
 
 def find_engine(export_dir: str | os.PathLike, role: str, onnx_sha256: str, env: TrtEnv,

@@ -1,10 +1,13 @@
 """manifest.json of an export directory: what the ONNX files are and how to run them (torch-free).
 
 The manifest records the model facts (classes, input size, mean/std), the graph settings
-(K_max, rule, opset, ICN unroll), the full segment config (thresholds, peak finding, Eq. 5
-α/β/γ, scoring, NMS IoU), the sha256 of every ONNX file and of the source checkpoint, and
-the package version. Each ONNX file carries the same facts in ``metadata_props`` (key
-``icnseg.manifest``), except the file hashes: a file cannot contain its own hash.
+(K_max, rule, opset, ICN unroll), the precision (``precision``, per graph
+``files.<role>.precision``; the calibration set's digest under ``calibration`` and what the
+export measured against FP32 under ``accuracy``), the full segment config (thresholds, peak
+finding, Eq. 5 α/β/γ, scoring, NMS IoU), the sha256 of every ONNX file and of the source
+checkpoint, and the package version. Each ONNX file carries the same facts in
+``metadata_props`` (key ``icnseg.manifest``), except the file hashes: a file cannot contain
+its own hash.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ FORMAT = "icnseg-export"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 FILES = {"prm": "prm.onnx", "icn": "icn.onnx"}
+# Numeric precision of an export (key "precision"; per graph files.<role>.precision): the
+# types are in the ONNX graphs (FP16 casts, INT8 Q/DQ), so every backend runs them as written.
+PRECISIONS = ("fp32", "fp16", "int8")
 _REQUIRED = ("classes", "input_size", "mean", "std", "k_max", "rule", "unroll", "segment", "files")
 
 
@@ -88,6 +94,18 @@ def read_manifest(export_dir: str | os.PathLike) -> dict[str, Any]:
     if missing or "prm" not in manifest["files"]:
         raise InputError(f"{path}: manifest lacks {', '.join(missing) or 'files.prm'}")
     return manifest
+
+
+def export_precision(manifest: dict[str, Any], export_dir: str | os.PathLike = "") -> str:
+    """The export's precision (exports older than the key are fp32); InputError if unknown."""
+    precision = manifest.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise InputError(f"{Path(export_dir) / MANIFEST}: precision {precision!r} is not one of "
+                         f"{', '.join(PRECISIONS)}")
+    if precision == "int8" and not (manifest.get("calibration") or {}).get("sha256"):
+        raise InputError(f"{Path(export_dir) / MANIFEST}: precision int8 without a "
+                         "calibration record")
+    return precision
 
 
 def verify_files(export_dir: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Path]:

@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 from icnseg.artifacts.engine_cache import TrtEnv
-from icnseg.errors import BackendUnavailable
+from icnseg.errors import BackendUnavailable, ConfigError
 
 INSTALL_TRT = ("TensorRT is not installed: pip install 'icnseg[tensorrt]' "
                "(or use JetPack's TensorRT on Jetson)")
@@ -72,3 +72,20 @@ def make_logger(trt: Any) -> Any:
             return self.errors[-1] if self.errors else ""
 
     return _Logger()
+
+
+# TensorRT-RTX's support matrix: Turing (7.5), Ampere consumer (8.6), Ada (8.9), Blackwell
+# (12.x). Data-centre parts (A100 8.0, H100/H200 9.0, B200 10.0) are not listed.
+RTX_COMPUTE_CAPABILITIES = ("7.5", "8.6", "8.9")
+RTX_COMPUTE_MAJORS = ("12",)
+
+
+def check_flavour_gpu(env: TrtEnv) -> None:
+    """ConfigError when TensorRT-RTX is asked to build for a GPU its support matrix omits."""
+    cc = env.compute_capability
+    if env.flavour != "tensorrt_rtx" or cc in RTX_COMPUTE_CAPABILITIES \
+            or cc.split(".")[0] in RTX_COMPUTE_MAJORS:
+        return
+    raise ConfigError(f"TensorRT-RTX does not support {env.gpu} (compute capability {cc}; it "
+                      f"supports {', '.join(RTX_COMPUTE_CAPABILITIES)} and 12.x): "
+                      "install 'icnseg[tensorrt]' for this GPU")

@@ -9,23 +9,25 @@ from typing import Any
 from icnseg.cli.util import human_bytes
 from icnseg.errors import ConfigError
 
+REMOVED_FLAGS = ("fp16", "int8", "calib")
 
-def precision_of(args: argparse.Namespace) -> str:
-    """fp32, fp16 or int8 from the flags; ConfigError for --int8 without --calib and vice versa."""
-    if args.int8 and not args.calib:
-        raise ConfigError("--int8 needs calibration images: add --calib DIR")
-    if args.calib and not args.int8:
-        raise ConfigError("--calib is only used with --int8")
-    return "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+
+def refuse_precision_flags(args: argparse.Namespace) -> None:
+    """ConfigError for --fp16/--int8/--calib: engines are strongly typed, the export decides."""
+    given = [f"--{f}" for f in REMOVED_FLAGS if getattr(args, f, None)]
+    if given:
+        raise ConfigError(f"{'/'.join(given)}: build-engine builds strongly typed engines in "
+                          f"the export's precision; export with `icnseg export MODEL --out DIR "
+                          "--precision fp16` (or `--precision int8 --calib IMAGES`) instead")
 
 
 def cmd_build_engine(args: argparse.Namespace) -> int:
     """Build (or reuse) the engines and print what was done."""
     from icnseg.export.engine import build_engines
 
-    precision = precision_of(args)
+    refuse_precision_flags(args)
     t0 = time.perf_counter()
-    results = build_engines(args.dir, precision, calib=args.calib, dla_core=args.dla,
+    results = build_engines(args.dir, dla_core=args.dla,
                             workspace_mb=args.workspace, timing_cache=args.timing_cache,
                             force=args.force, log=print,
                             size_range=((args.sizes[0], args.sizes[1]), (args.sizes[2],
@@ -45,16 +47,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "build-engine", help="TensorRT engines for an export directory (cached per GPU)",
         description="Build TensorRT engines for DIR/prm.onnx and DIR/icn.onnx into DIR/engines. "
+        "Networks are strongly typed: the engine's precision is the export's "
+        "(icnseg export --precision fp32|fp16|int8). "
         "Engines are keyed by ONNX sha256 + TensorRT version + GPU + settings: a second build "
         "is instant, a stale or corrupt engine is rebuilt.")
     p.add_argument("dir", metavar="DIR", help="export directory (from `icnseg export`)")
-    p.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
-    p.add_argument("--int8", action="store_true",
-                   help="INT8 with entropy calibration over --calib (FP16 kernels allowed too)")
-    p.add_argument("--calib", metavar="IMAGES", default=None,
-                   help="folder of calibration images for --int8 (.jpg/.png/.bmp)")
+    # Kept only to answer with the way that replaced them (icnseg export --precision).
+    p.add_argument("--fp16", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--int8", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--calib", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dla", type=int, metavar="N", default=None,
-                   help="run on Jetson DLA core N, GPU fallback on (needs --fp16 or --int8)")
+                   help="run on Jetson DLA core N, GPU fallback on (needs an fp16 or int8 "
+                   "export)")
     p.add_argument("--workspace", type=int, metavar="MB", default=None,
                    help="builder workspace limit in MB (default: TensorRT's)")
     p.add_argument("--timing-cache", metavar="FILE", default=None,

@@ -146,15 +146,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
         unroll=args.unroll,
         force=args.force,
         dynamic_k=args.dynamic_k,
+        precision=args.precision,
+        calib=args.calib,
+        calib_method=args.calib_method,
+        int8_activations=args.int8_activations,
+        check_fp32=args.check,
     )
     print(f"exported {args.model} -> {result.out_dir} in {result.seconds:.1f}s")
     for name, size in result.sizes.items():
         print(f"  {name:14s} {human_bytes(size):>10s}")
+    if args.precision != "fp32":
+        from icnseg.export.accuracy import format_accuracy
+
+        print(format_accuracy(result.manifest))
     if not args.check:
         return 0
     from icnseg.export.parity import check_export, format_report
 
-    report = check_export(args.model, result.out_dir)
+    report = result.parity or check_export(args.model, result.out_dir)
     print(format_report(report))
     return 0 if report["ok"] else 1
 
@@ -310,8 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "ONNX Runtime; the TensorRT backend needs a static export)")
     p.add_argument("--unroll", type=int, default=1,
                    help="ICN passes chained in icn.onnx; must divide T (default: 1)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="types in the graphs: fp16 (FP32 islands where FP16 is unsafe) or int8 "
+                   "(Q/DQ, needs --calib); measured against FP32 on the calibration images, "
+                   "refused above tolerance (default: fp32)")
+    p.add_argument("--calib", metavar="IMAGES", default=None,
+                   help="folder of calibration images for --precision int8 (fp16: optional, "
+                   "default 16 synthetic shapes images)")
+    p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"),
+                   default="minmax", help="INT8 activation range calibration (default: minmax)")
+    p.add_argument("--int8-activations", choices=("symmetric", "asymmetric"),
+                   default="symmetric", help="symmetric INT8 (zero point 0; TensorRT's form, "
+                   "runs everywhere) or asymmetric UINT8 (ONNX Runtime CPU's fast x86 form; "
+                   "TensorRT refuses it) (default: symmetric)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                   help="compare ONNX Runtime with PyTorch and fail above tolerance (default: on)")
+                   help="compare ONNX Runtime with PyTorch and fail above tolerance; for fp16/"
+                   "int8 the export's FP32 graphs (default: on)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_cmd_export)
 
