@@ -58,7 +58,7 @@ class Prepared:
     image: np.ndarray  # RGB uint8 at its own size (instance masks come back at this size)
     model_input: np.ndarray  # uint8 [h, w, 3] resized to the model input
     x: np.ndarray  # float32 [1, 3, h, w] normalised network input
-    proposals: Proposals | None  # at the model input size; None: built in by ``select``
+    proposals: Proposals | None  # at the matching size (upsample.match_shape); None: by select
 
 
 @runtime_checkable
@@ -79,9 +79,10 @@ class Segmenter(Protocol):
         ...
 
     def prepare(self, image: np.ndarray, proposals: Proposals | None = None,
-                clock: Clock = no_clock, build_proposals: bool = True) -> Prepared:
+                clock: Clock = no_clock, build_proposals: bool = True,
+                config: SegmentConfig | None = None) -> Prepared:
         """Check, resize and normalise one RGB uint8 image; make (unless ``build_proposals``
-        is False) or resize its proposals."""
+        is False) or resize its proposals at ``config``'s matching size."""
         ...
 
     def infer(self, prepared: Prepared, cfg: SegmentConfig, clock: Clock = no_clock,
@@ -103,7 +104,7 @@ def segment(model: Segmenter, image_rgb_uint8: np.ndarray, proposals: Proposals 
             config: SegmentConfig | None = None) -> list[Instance]:
     """Segment one RGB uint8 image with any Segmenter; masks at the image's own size."""
     cfg = config or model.segment_config()
-    prepared = model.prepare(image_rgb_uint8, proposals)
+    prepared = model.prepare(image_rgb_uint8, proposals, config=cfg)
     return model.select(prepared, model.infer(prepared, cfg), cfg)
 
 

@@ -150,7 +150,8 @@ class ExportedModel(SegmenterBase):
 
             stream = shared_stream()
         with clock("matcher"):  # binarise, Eq. 5, arg-max and NMS: one device chain
-            instances = match_on_device(stages, stages.device_maps, self.proposals_of(prepared),
+            instances = match_on_device(stages, stages.device_maps,
+                                        self.proposals_of(prepared, cfg),
                                         self.classes, cfg, normalize=cfg.iterations == 0,
                                         stream=stream)
         with clock("postprocess"):
