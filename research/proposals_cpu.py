@@ -37,24 +37,59 @@ def _images(n: int, seed: int = 77) -> list[np.ndarray]:
     return [render_sample(rng, 256)[0] for _ in range(n)]
 
 
-def time_proposals(sizes=SIZES, n: int = 6, repeat: int = 2) -> dict[str, Any]:
-    """Median ms and proposal count of ``generate_proposals`` per image side."""
+def baseline_generator(rev: str):
+    """``generate_proposals`` of git revision ``rev`` (its generate.py and types.py), loaded
+    from ``git show`` into private modules, to time before/after in one process."""
+    import subprocess
+    import types
+
+    root = Path(__file__).resolve().parents[1]
+    mods = {}
+    for name in ("types", "generate"):
+        src = subprocess.run(["git", "-C", str(root), "show", f"{rev}:icnseg/proposals/{name}.py"],
+                             check=True, capture_output=True, text=True).stdout
+        mod = types.ModuleType(f"_baseline_{name}")
+        mod.__dict__["__name__"] = mod.__name__
+        if name == "generate":  # its Proposals must be the old one too (old mask building)
+            src = src.replace("from icnseg.proposals.types import Proposals", "")
+            mod.__dict__["Proposals"] = mods["types"].Proposals
+        import sys
+
+        sys.modules[mod.__name__] = mod
+        exec(compile(src, f"{rev}:{name}.py", "exec"), mod.__dict__)  # our own git history
+        mods[name] = mod
+    return mods["generate"].generate_proposals
+
+
+def time_proposals(sizes=SIZES, n: int = 6, repeat: int = 2, baseline: str | None = None
+                   ) -> dict[str, Any]:
+    """Median ms and proposal count of ``generate_proposals`` per image side (and of the
+    ``baseline`` revision's, interleaved image by image, when given)."""
     from icnseg.proposals.generate import generate_proposals
 
     cv2.setNumThreads(1)
-    out = {}
+    gens = {"after": generate_proposals}
+    if baseline:
+        gens["before"] = baseline_generator(baseline)
+    out: dict[str, Any] = {}
     for side in sizes:
         images = [cv2.resize(im, (side, side), interpolation=cv2.INTER_LINEAR)
                   for im in _images(n)]
-        generate_proposals(images[0])  # warm-up
-        times, counts = [], []
+        times: dict[str, list] = {k: [] for k in gens}
+        counts: dict[str, list] = {k: [] for k in gens}
+        for gen in gens.values():
+            gen(images[0])  # warm-up
         for _ in range(repeat):
             for im in images:
-                t0 = time.perf_counter()
-                counts.append(len(generate_proposals(im)))
-                times.append(time.perf_counter() - t0)
-        out[str(side)] = {"ms": 1e3 * float(np.median(times)),
-                          "proposals": float(np.mean(counts))}
+                for k, gen in gens.items():
+                    t0 = time.perf_counter()
+                    counts[k].append(len(gen(im)))
+                    times[k].append(time.perf_counter() - t0)
+        out[str(side)] = {k: {"ms": 1e3 * float(np.median(times[k])),
+                              "proposals": float(np.mean(counts[k]))} for k in gens}
+        if baseline:
+            out[str(side)]["speedup"] = out[str(side)]["before"]["ms"] / out[str(side)][
+                "after"]["ms"]
     return out
 
 
@@ -138,10 +173,11 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--baseline", help="timing: also time this git revision's generator")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.what == "timing":
-        result = time_proposals()
+        result = time_proposals(baseline=args.baseline)
     elif args.what == "oracle":
         result = oracle(args.data, args.size)
     else:
