@@ -140,7 +140,14 @@ class ExportedModel(SegmenterBase):
     def select(self, prepared: Prepared, stages: Stages, cfg: SegmentConfig,
                clock: Clock = no_clock) -> list[Instance]:
         """Matching + NMS: on the device maps with the CUDA kernels, else with numpy."""
-        if stages.device_maps is None:
+        maps = stages.device_maps
+        if maps is not None and self.proposals_of(prepared, cfg).shape != tuple(maps.shape[1:]):
+            # Matching runs at the image's size; the CUDA chain has no upsampling kernel yet,
+            # so these maps come to the host and take the numpy matcher (same instances).
+            if cfg.iterations > 0:
+                stages.enhanced = self.icn.to_host(maps)
+            stages.device_maps = maps = None
+        if maps is None:
             return super().select(prepared, stages, cfg, clock)
         from icnseg.runtime.gpu_matcher import match_on_device
 
