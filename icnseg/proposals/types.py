@@ -60,7 +60,7 @@ class Proposals:
                              f"{sp.shape} and {member.shape}")
         if sp.size and (sp.min() < 0 or sp.max() >= member.shape[1]):
             raise InputError(f"superpixel labels must lie in [0, {member.shape[1]})")
-        masks = _union_masks(member, sp)
+        masks = np.take(member, sp, axis=1)
         if check:
             return cls(masks, sp, member)
         out = cls(masks)  # consistent by construction: skip the O(N*H*W) area check
@@ -87,17 +87,6 @@ class Proposals:
         pixel w*32 + i; bits past H*W in the last word are 0. This is the matcher kernels' layout.
         """
         return pack_masks(self.masks)
-
-
-def _union_masks(member: np.ndarray, sp: np.ndarray) -> np.ndarray:
-    """member[:, sp] (bool [N, H, W]) through a per-superpixel byte table: gathering N/8
-    bytes per pixel and unpacking is several times faster than gathering N bools."""
-    n = member.shape[0]
-    if n == 0 or sp.size == 0:
-        return np.zeros((n, *sp.shape), bool)
-    table = np.ascontiguousarray(np.packbits(member, axis=0).T)  # [S, ceil(N/8)]
-    bits = np.unpackbits(table[sp.ravel()].T, axis=0, count=n)
-    return bits.view(bool).reshape(n, *sp.shape)
 
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:
