@@ -25,7 +25,7 @@ def match_shape(shape: tuple[int, int], max_side: int | None) -> tuple[int, int]
     return max(1, round(h * f)), max(1, round(w * f))
 
 
-def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bilinear taps of each output index: (lower index, upper index, float32 weight of upper).
 
     Pixel centres are aligned (src = (dst + 0.5) * n_in / n_out - 0.5), clamped to the edge.
@@ -44,8 +44,8 @@ def upsample_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = int(shape[0]), int(shape[1])
     if maps.shape[1:] == (h, w):
         return maps
-    x0, x1, wx = _taps(maps.shape[2], w)
+    x0, x1, wx = bilinear_taps(maps.shape[2], w)
     rows = maps[:, :, x0] + (maps[:, :, x1] - maps[:, :, x0]) * wx
-    y0, y1, wy = _taps(maps.shape[1], h)
+    y0, y1, wy = bilinear_taps(maps.shape[1], h)
     top, bottom = rows[:, y0, :], rows[:, y1, :]
     return (top + (bottom - top) * wy[:, None]).astype(np.float32, copy=False)

@@ -141,11 +141,10 @@ class ExportedModel(SegmenterBase):
                clock: Clock = no_clock) -> list[Instance]:
         """Matching + NMS: on the device maps with the CUDA kernels, else with numpy."""
         maps = stages.device_maps
-        if maps is not None and self.proposals_of(prepared, cfg).shape != tuple(maps.shape[1:]):
-            # Matching runs at the image's size; the CUDA chain has no upsampling kernel yet,
-            # so these maps come to the host and take the numpy matcher (same instances).
-            if cfg.iterations > 0:
-                stages.enhanced = self.icn.to_host(maps)
+        if (maps is not None and cfg.iterations == 0
+                and self.proposals_of(prepared, cfg).shape != tuple(maps.shape[1:])):
+            # raw PRMs are min-max scaled before upsampling, which the CUDA chain does not do:
+            # the numpy matcher takes them (stages.prm is on the host already)
             stages.device_maps = maps = None
         if maps is None:
             return super().select(prepared, stages, cfg, clock)
