@@ -3,13 +3,15 @@
     python -m research.proposals_cpu timing --out FILE.json          # ms at 96/224/448/1024
     python -m research.proposals_cpu oracle --data VOC_DIR --size S --out FILE.json
     python -m research.proposals_cpu stream --frames 300 --workers 0 1 2 --out FILE.json
+    python -m research.proposals_cpu matcher --out FILE.json          # at 256/512/1024
 
 ``timing``: median ms of ``generate_proposals`` on synthetic images resized to each side
 (one OpenCV thread, the first call of each size not timed). ``oracle``: mAP^r/ABO when every
 GT instance takes its best built-in proposal by IoU (the proposals' ceiling), proposals made
 from the image resized to ``--size`` long side and the chosen mask scaled back to the image.
-``stream``: ``icnseg run`` on a synthetic 256-px video with 0, 1, 2 proposal workers; every
-run must write the same instances as the inline one.
+``matcher``: the matching stage at 256/512/1024 px (N=1000, K=8), factored, dense, and the
+per-pair loop at 256. ``stream``: ``icnseg run`` on a synthetic 256-px video with 0, 1, 2
+proposal workers; every run must write the same instances as the inline one.
 """
 
 from __future__ import annotations
@@ -165,10 +167,47 @@ def stream(frames: int, workers: list[int], backend: str = "onnxruntime") -> dic
     return out
 
 
+def matcher_sizes(sides=(256, 512, 1024), n: int = 1000, k: int = 8, loop_up_to: int = 256
+                  ) -> dict[str, Any]:
+    """ms of the matching stage at image-size resolutions, N proposals x K instances: maps
+    upsampled from 96 px + E(V) + B(V) ("binarise"), Eq. 5 scores + arg-max with the
+    superpixel factorisation and with dense masks, and the per-pair loop (small sides only)."""
+    from icnseg.benchmarks.baseline import loop_scores
+    from icnseg.benchmarks.micro import synthetic_matching
+    from icnseg.matching import background_template, best_proposals, contour, match_scores
+    from icnseg.proposals.types import Proposals
+    from icnseg.settings import SegmentConfig
+    from icnseg.upsample import upsample_maps
+
+    m = SegmentConfig().match
+    out = {}
+    for side in sides:
+        v, sp, member = synthetic_matching((side, side), n, k)
+        small = np.stack([cv2.resize(x.astype(np.float32), (96, 96), interpolation=cv2.INTER_AREA)
+                          for x in v])
+        t0 = time.perf_counter()
+        vb = upsample_maps(small, (side, side)) >= 0.5
+        edge, bg = contour(vb, m.contour_width), background_template(vb, m)
+        binarise = time.perf_counter() - t0
+        row = {"binarise_ms": 1e3 * binarise}
+        factored = Proposals.from_membership(sp, member, check=False)
+        for label, props in (("factored", factored), ("dense", Proposals(factored.masks))):
+            t0 = time.perf_counter()
+            best_proposals(match_scores(vb, props, m, background=bg, edge=edge))
+            row[f"{label}_ms"] = 1e3 * (time.perf_counter() - t0)
+        if side <= loop_up_to:
+            t0 = time.perf_counter()
+            loop_scores(vb, edge, bg, factored.masks, m.alpha, m.beta, m.gamma)
+            row["loop_ms"] = 1e3 * (time.perf_counter() - t0)
+            row["speedup_factored_vs_loop"] = row["loop_ms"] / row["factored_ms"]
+        out[str(side)] = row
+    return {"n": n, "k": k, "sizes": out}
+
+
 def main(argv=None) -> int:
     """Command-line entry (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("timing", "oracle", "stream"))
+    ap.add_argument("what", choices=("timing", "oracle", "stream", "matcher"))
     ap.add_argument("--data", type=Path)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=300)
@@ -180,6 +219,8 @@ def main(argv=None) -> int:
         result = time_proposals(baseline=args.baseline)
     elif args.what == "oracle":
         result = oracle(args.data, args.size)
+    elif args.what == "matcher":
+        result = matcher_sizes()
     else:
         result = stream(args.frames, args.workers)
     write_text(args.out, json.dumps(result, indent=1))
