@@ -83,7 +83,7 @@ def select_instances(
         score = instance_score(stages.class_conf[cls], quality)
         ok = np.isfinite(quality) & (quality >= cfg.min_quality)
         cand = np.flatnonzero(ok)
-        masks = proposals.masks[idx[cand]]
+        masks = proposals.mask_rows(idx[cand])
         keep = cand[mask_nms(masks, score[cand], cls[cand], cfg.match.nms_iou)]
         keep = keep[np.argsort(-score[keep], kind="stable")]
     return instances_from(stages, proposals, classes, keep, idx, cls, score, quality)
@@ -101,7 +101,7 @@ def instances_from(stages: Stages, proposals: Proposals, classes, keep: np.ndarr
             class_name=classes[cls[i]],
             class_index=int(cls[i]),
             score=float(score[i]),
-            mask=proposals.masks[idx[i]],
+            mask=proposals.mask_rows(idx[i:i + 1])[0],
             peak=(
                 int((stages.peaks[i, 1] + 0.5) * stride_y),
                 int((stages.peaks[i, 2] + 0.5) * stride_x),

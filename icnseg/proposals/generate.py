@@ -34,9 +34,9 @@ class ProposalConfig:
     # The over-segmentation runs on the image shrunk by this factor (at most to max_side,
     # never below min_side), its boundaries refined at full size: Felzenszwalb dominates the
     # run time, and its cost grows with the pixels.
-    segment_scale: float = 0.5
+    segment_scale: float = 0.625
     max_side: int | None = 320
-    min_side: int = 64
+    min_side: int = 96
     refine_passes: int = 2  # boundary refinement passes at full size (each moves <= 1 px)
     # Extra starting partitions: graph-based merging of the superpixels with these k values
     # (on mean Lab colour distances); 0 means "start from the superpixels themselves".
@@ -66,7 +66,7 @@ def generate_proposals(image: np.ndarray, cfg: ProposalConfig | None = None) -> 
     hists = {space: _histograms(_convert(small, space), sp_small, n_sp, cfg.colour_bins)
              for space in spaces}
     lab_mean = _mean_colour(small, sp_small, n_sp)
-    sp = _refine(image, sp_small, n_sp, cfg.refine_passes)
+    sp = _refine(image, sp_small, lab_mean, cfg.refine_passes)
 
     found = [np.eye(n_sp, dtype=bool)]
     for k in cfg.partition_k:
@@ -146,27 +146,36 @@ def _oversegment(small: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
     return felzenszwalb(small, scale=cfg.scale, sigma=cfg.sigma, min_size=min_size)
 
 
-def _refine(image: np.ndarray, sp_small: np.ndarray, n_sp: int, passes: int) -> np.ndarray:
+def _refine(image: np.ndarray, sp_small: np.ndarray, mean: np.ndarray, passes: int
+            ) -> np.ndarray:
     """Superpixels at full size: the coarse labels scaled up (nearest), then every pixel on a
-    label boundary takes the label, among its own and its 4 neighbours', of the closest mean
-    Lab colour (the means from the full-size image), ``passes`` times."""
+    label boundary takes the label, among its own and its 4 neighbours', whose mean Lab colour
+    (``mean`` [S, 3], from the over-segmentation) is closest to its own, ``passes`` times."""
     h, w = image.shape[:2]
     if sp_small.shape == (h, w):
         return sp_small
     sp = cv2.resize(sp_small, (w, h), interpolation=cv2.INTER_NEAREST)
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    mean = mean.astype(np.float32)
     for _ in range(passes):
-        mean = _mean_colour(image, sp, n_sp, lab).astype(np.float32)
-        pad = np.pad(sp, 1, mode="edge")
-        cand = np.stack([sp, pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]])
-        ys, xs = np.nonzero((cand[1:] != sp).any(axis=0))
+        edge = np.zeros((h, w), bool)
+        dx = sp[:, 1:] != sp[:, :-1]
+        dy = sp[1:, :] != sp[:-1, :]
+        edge[:, 1:] |= dx
+        edge[:, :-1] |= dx
+        edge[1:, :] |= dy
+        edge[:-1, :] |= dy
+        ys, xs = np.nonzero(edge)
         if len(ys) == 0:
             break
-        c = cand[:, ys, xs]  # [5, B] candidate labels of the boundary pixels
-        dist = ((mean[c] - lab[ys, xs][None]) ** 2).sum(axis=-1)
+        # candidates of the boundary pixels: own, up, down, left, right (clamped at the border)
+        cand = np.stack([sp[ys, xs], sp[np.maximum(ys - 1, 0), xs],
+                         sp[np.minimum(ys + 1, h - 1), xs], sp[ys, np.maximum(xs - 1, 0)],
+                         sp[ys, np.minimum(xs + 1, w - 1)]])
+        dist = ((mean[cand] - lab[ys, xs][None]) ** 2).sum(axis=-1)
         # ties keep the pixel's own label (candidate 0): argmin takes the first minimum
         sp = sp.copy()
-        sp[ys, xs] = c[dist.argmin(axis=0), np.arange(len(ys))]
+        sp[ys, xs] = cand[dist.argmin(axis=0), np.arange(len(ys))]
     return sp
 
 
@@ -197,11 +206,9 @@ def _histograms(image: np.ndarray, sp: np.ndarray, n_sp: int, bins: int) -> np.n
     return counts.reshape(n_sp, 3 * bins).astype(np.float64)
 
 
-def _mean_colour(image: np.ndarray, sp: np.ndarray, n_sp: int,
-                 lab: np.ndarray | None = None) -> np.ndarray:
-    """Mean Lab colour per superpixel, float64 [S, 3] (``lab``: the image in Lab, if known)."""
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB) if lab is None else lab
-    lab = lab.reshape(-1, 3).astype(np.float64)
+def _mean_colour(image: np.ndarray, sp: np.ndarray, n_sp: int) -> np.ndarray:
+    """Mean Lab colour per superpixel, float64 [S, 3]."""
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
     size = np.bincount(sp.ravel(), minlength=n_sp)
     sums = np.stack([np.bincount(sp.ravel(), lab[:, c], minlength=n_sp) for c in range(3)], 1)
     return sums / np.maximum(size, 1)[:, None]
