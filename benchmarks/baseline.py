@@ -138,12 +138,12 @@ class BaselineModel(SegmenterBase):
                clock: Clock = no_clock) -> list[Instance]:
         """Matching, arg-max and NMS one item at a time; masks at the image's size."""
         check_supported(cfg)
-        proposals = self.proposals_of(prepared)
+        proposals = self.proposals_of(prepared, cfg)
         if not len(stages.peaks) or not len(proposals):
             return []
         m = cfg.match
-        with clock("binarise"):
-            v = binary_maps(stages, cfg)
+        with clock("binarise"):  # at the proposals' (the image's) size, like every backend
+            v = binary_maps(stages, cfg, proposals.shape)
             edge = np.concatenate([contour(vi, m.contour_width) for vi in v])
             background = np.concatenate([background_template(vi, m) for vi in v])
         with clock("matcher"):

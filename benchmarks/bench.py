@@ -1,7 +1,9 @@
 """``icnseg bench``: per-stage and end-to-end latency of several backends, side by side.
 
-Every backend runs the same images with the same precomputed proposals (built once per image,
-the way the original code loads MCG proposals from disk; their cost is reported on its own).
+Every backend runs the same images. "e2e" counts what ``icnseg run`` pays: each timed image
+makes its built-in proposals (at the image's size, as matching uses them); "e2e without
+proposals" is the same time less that stage. The agreement check and the overlapped
+throughput use the proposals made once per image (``load_inputs``).
 Outputs are checked equal (``agree.check_agreement``) before any time is measured, and the
 timed iterations go round-robin over the backends so that machine noise hits all of them.
 """
@@ -42,6 +44,7 @@ class BenchConfig:
     cold: bool = True  # cold start and peak RSS, each backend in a fresh process
     micro: bool = True  # with the baseline: matcher at N=1000, K=8 and backward at K=8
     export: str | None = None  # export dir for the runtime backends (default: MODEL's own)
+    budget_frames: int = 10  # frames per video (96/224/448 px) of the per-frame budget (0: skip)
 
     def __post_init__(self) -> None:
         if not self.backends and not self.baseline:
@@ -51,8 +54,9 @@ class BenchConfig:
                 raise ConfigError(f"unknown backend {b!r}; choose one of {', '.join(BACKENDS)}")
         if len(set(self.backends)) != len(self.backends):
             raise ConfigError(f"a backend is listed twice: {', '.join(self.backends)}")
-        if self.iters < 1 or self.warmup < 0 or self.streams < 0:
-            raise ConfigError("--iters must be >= 1, --warmup and --streams >= 0")
+        if self.iters < 1 or self.warmup < 0 or self.streams < 0 or self.budget_frames < 0:
+            raise ConfigError("--iters must be >= 1, --warmup, --streams and --budget-frames "
+                              ">= 0")
 
 
 @dataclass
@@ -117,13 +121,13 @@ def load_runners(cfg: BenchConfig, stack: contextlib.ExitStack) -> Loaded:
                   checkpoint)
 
 
-def load_inputs(paths: Sequence[str], input_size: tuple[int, int]) -> list[dict[str, Any]]:
-    """Images and their built-in proposals (made once, timed), at least one image."""
+def load_inputs(paths: Sequence[str], max_side: int | None) -> list[dict[str, Any]]:
+    """Images and their built-in proposals at the matching size (made once, timed), at least
+    one image."""
     from icnseg.cli.sources import expand_images
     from icnseg.data.voc import read_image
     from icnseg.loader import ASSETS
-    from icnseg.preprocess import prepare_input
-    from icnseg.proposals.generate import generate_proposals
+    from icnseg.postprocess import proposals_for
 
     files = expand_images(paths) if paths else sorted((ASSETS / "samples").glob("*.jpg"))
     if not files:
@@ -131,9 +135,8 @@ def load_inputs(paths: Sequence[str], input_size: tuple[int, int]) -> list[dict[
     inputs = []
     for f in files:
         image = read_image(f)
-        resized, _ = prepare_input(image, input_size, (0, 0, 0), (1, 1, 1))
         t0 = time.perf_counter()
-        proposals = generate_proposals(resized)
+        proposals = proposals_for(image, None, max_side)
         inputs.append({"name": f.name, "path": str(f), "image": image, "proposals": proposals,
                        "proposal_s": time.perf_counter() - t0})
     return inputs
@@ -154,19 +157,23 @@ def device_sync(device: str) -> Callable[[], None] | None:
 
 def _timed_loop(loaded: Loaded, inputs: list[dict[str, Any]], warmup: int, iters: int,
                 sync: Callable[[], None] | None = None) -> dict[str, dict[str, list[float]]]:
-    """Round-robin over runners; per runner {stage or 'e2e': [seconds per timed image]}."""
+    """Round-robin over runners; per runner {stage, 'e2e' or 'e2e_no_proposals': [seconds
+    per timed image]}; every image makes its built-in proposals (the "proposals" stage)."""
     out: dict[str, dict[str, list[float]]] = {n: {} for n in loaded.runners}
     for it in range(warmup + iters):
         item = inputs[it % len(inputs)]
         for name, runner in loaded.runners.items():
             timer = StageTimer(sync)
             t0 = time.perf_counter()
-            runner.segment(item["image"], item["proposals"], timer)
+            runner.segment(item["image"], None, timer)
             wall = time.perf_counter() - t0
             if it < warmup:
                 continue
             rec = out[name]
-            rec.setdefault("e2e", []).append(timer.total() if runner.derived else wall)
+            e2e = timer.total() if runner.derived else wall
+            rec.setdefault("e2e", []).append(e2e)
+            rec.setdefault("e2e_no_proposals", []).append(
+                e2e - timer.seconds.get("proposals", 0.0))
             for stage in STAGES:
                 rec.setdefault(stage, []).append(timer.seconds.get(stage, 0.0))
     return out
@@ -192,7 +199,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         t0 = time.perf_counter()
         loaded = load_runners(cfg, stack)
         log(f"loaded {', '.join(loaded.runners)} in {time.perf_counter() - t0:.1f}s")
-        inputs = load_inputs(cfg.images, loaded.input_size)
+        inputs = load_inputs(cfg.images, loaded.cfg.match_max_side)
         names = [i["name"] for i in inputs]
         first = {n: [r.segment(i["image"], i["proposals"]) for i in inputs]
                  for n, r in loaded.runners.items()}
@@ -219,6 +226,14 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
 
             log("micro-benchmarks: matcher at N=1000, K=8; PRM backward at K=8")
             result["micro"] = micro_benchmarks(loaded.runners["baseline"].model.model, loaded.cfg)
+        if cfg.budget_frames:
+            from icnseg.benchmarks.frame_budget import frame_budget
+
+            name = next(n for n in loaded.runners if n != "baseline") if len(
+                loaded.runners) > 1 else next(iter(loaded.runners))
+            log(f"per-frame budget: {name}, {cfg.budget_frames} frames per video")
+            result["frame_budget"] = frame_budget(loaded.runners[name].model, loaded.cfg,
+                                                  cfg.budget_frames)
         result["peak_rss_mb_all_backends"] = peak_rss_mb()
     if cfg.cold:
         from icnseg.benchmarks.cold_start import measure_cold
@@ -290,6 +305,7 @@ def _report(cfg: BenchConfig, loaded: Loaded, inputs: list[dict[str, Any]],
         e2e = summarize(rec["e2e"])
         backends[name] = {
             "e2e_ms": e2e,
+            "e2e_no_proposals_ms": summarize(rec["e2e_no_proposals"]),
             "stages_ms": {s: summarize(rec[s]) for s in STAGES if any(rec[s])},
             "derived_stages": list(loaded.runners[name].derived),
             "throughput_single": 1e3 / e2e["mean"],
@@ -298,6 +314,8 @@ def _report(cfg: BenchConfig, loaded: Loaded, inputs: list[dict[str, Any]],
     if base:
         for rec in backends.values():
             rec["speedup_vs_baseline"] = base["e2e_ms"]["mean"] / rec["e2e_ms"]["mean"]
+            rec["speedup_vs_baseline_no_proposals"] = (
+                base["e2e_no_proposals_ms"]["mean"] / rec["e2e_no_proposals_ms"]["mean"])
             rec["stage_speedup_vs_baseline"] = {
                 s: base["stages_ms"][s]["mean"] / v["mean"]
                 for s, v in rec["stages_ms"].items()

@@ -45,6 +45,13 @@ def render_markdown(result: dict[str, Any]) -> str:
     if "baseline" in backends:
         lines.append("| speed-up vs baseline | " + " | ".join(
             _f(backends[n]["speedup_vs_baseline"], 1) + "x" for n in names) + " |")
+    if all("e2e_no_proposals_ms" in backends[n] for n in names):
+        lines.append("| e2e without proposals, mean (ms) | " + " | ".join(
+            _f(backends[n]["e2e_no_proposals_ms"]["mean"]) for n in names) + " |")
+        if "baseline" in backends:
+            lines.append("| speed-up vs baseline, without proposals | " + " | ".join(
+                _f(backends[n]["speedup_vs_baseline_no_proposals"], 1) + "x"
+                for n in names) + " |")
     lines.append("| images/s, 1 stream | "
                  + " | ".join(_f(backends[n]["throughput_single"], 1) for n in names) + " |")
     if any("throughput_overlapped" in backends[n] for n in names):
@@ -62,8 +69,10 @@ def render_markdown(result: dict[str, Any]) -> str:
                            ("first_s", "first image (s)"), ("peak_rss_mb", "peak RSS (MiB)")):
             lines.append(f"| cold: {label} | " + " | ".join(
                 _f(backends[n].get("cold", {}).get(key)) for n in names) + " |")
-    lines += ["", f"Proposals (built-in, made once per image, not in e2e): "
-              f"{_f(result['proposals_ms']['mean'])} ms mean, "
+    lines += ["", f"e2e includes making the built-in proposals of every image (the "
+              f"'proposals' stage; at the image's size, long side <= "
+              f"{c['segment'].get('match_max_side')}); first made once per image for the "
+              f"agreement check: {_f(result['proposals_ms']['mean'])} ms mean, "
               f"N = {', '.join(map(str, result['proposal_counts']))}."]
     if any(backends[n]["derived_stages"] for n in names):
         lines.append("* prm.onnx runs forward, peaks and backward as one graph: its forward "
@@ -81,6 +90,10 @@ def render_markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {n} | {p['stage']} | {p['flops_per_s'] / 1e9:.1f} | "
                          f"{p['bytes_per_s'] / 1e9:.1f} | {p['intensity']:.1f} | {pct[0]} | "
                          f"{pct[1]} | {p['bound'] or 'n/a (no peak table for a CPU)'} |")
+    if result.get("frame_budget"):
+        from icnseg.benchmarks.frame_budget import budget_markdown
+
+        lines += ["", *budget_markdown(result["frame_budget"])]
     micro = result.get("micro")
     if micro:
         lines += ["", "Micro-benchmarks (same process):", ""]

@@ -42,22 +42,27 @@ class SegmenterBase:
         """ConfigError if ``cfg`` asks for something this model cannot do (default: all ok)."""
 
     def prepare(self, image: np.ndarray, proposals: Proposals | None = None,
-                clock: Clock = no_clock, build_proposals: bool = True) -> Prepared:
+                clock: Clock = no_clock, build_proposals: bool = True,
+                config: SegmentConfig | None = None) -> Prepared:
         """Check, resize and normalise one RGB uint8 image; make (unless ``build_proposals``
-        is False) or resize its proposals."""
+        is False) or resize its proposals, at the matching size of ``config`` (None: the
+        model's recorded settings)."""
         with clock("preprocess"):
             image = check_image(image)
             resized, x = prepare_input(image, self.input_size, self.mean, self.std)
         props = None
         if proposals is not None or build_proposals:
+            cap = (config or self.segment_config()).match_max_side
             with clock("proposals"):
-                props = proposals_for(resized, proposals)
+                props = proposals_for(image, proposals, cap)
         return Prepared(image, resized, x, props)
 
-    def proposals_of(self, prepared: Prepared) -> Proposals:
-        """The prepared proposals, built in now if ``prepare`` skipped them."""
+    def proposals_of(self, prepared: Prepared, cfg: SegmentConfig | None = None) -> Proposals:
+        """The prepared proposals, built in now (at ``cfg``'s matching size) if ``prepare``
+        skipped them."""
         if prepared.proposals is None:
-            prepared.proposals = proposals_for(prepared.model_input, None)
+            cap = (cfg or self.segment_config()).match_max_side
+            prepared.proposals = proposals_for(prepared.image, None, cap)
         return prepared.proposals
 
     def infer(self, prepared: Prepared, cfg: SegmentConfig, clock: Clock = no_clock,
@@ -68,8 +73,8 @@ class SegmenterBase:
     def select(self, prepared: Prepared, stages: Stages, cfg: SegmentConfig,
                clock: Clock = no_clock) -> list[Instance]:
         """Matching + NMS with the numpy reference; masks at the image's own size."""
-        instances = select_instances(stages, self.proposals_of(prepared), self.classes, cfg,
-                                     clock)
+        instances = select_instances(stages, self.proposals_of(prepared, cfg), self.classes,
+                                     cfg, clock)
         with clock("postprocess"):
             return rescale_instances(instances, prepared.image.shape[:2])
 

@@ -1,6 +1,7 @@
 """The numpy stages of Algorithm 1 shared by every backend (torch-free).
 
 Pre-processing (resize + normalise to the model input) and everything after the networks:
+maps upsampled to the proposals' size (the image's own, capped: ``icnseg.upsample``) ->
 binarise -> matching (Eq. 5) -> top proposal per instance -> class-aware mask NMS -> masks
 at the image's own size. ``icnseg.eager`` (torch) and ``icnseg.runtime`` (ONNX) both
 call these, so backends differ only in how they compute ``Stages``.
@@ -16,6 +17,7 @@ from icnseg.matching import background_template, best_proposals, contour, mask_n
 from icnseg.proposals.types import Proposals
 from icnseg.segmenter import Clock, Stages, no_clock
 from icnseg.settings import SegmentConfig
+from icnseg.upsample import match_shape, upsample_maps
 
 
 def instance_score(confidence: np.ndarray, quality: np.ndarray) -> np.ndarray:
@@ -37,16 +39,20 @@ def minmax(maps: np.ndarray) -> np.ndarray:
     return ((flat - lo) / np.maximum(hi - lo, 1e-12)).reshape(maps.shape).astype(np.float32)
 
 
-def binary_maps(stages: Stages, cfg: SegmentConfig) -> np.ndarray:
-    """V_k: the enhanced map (or, for T = 0, the normalised naive PRM) binarised, [K, H, W]."""
+def binary_maps(stages: Stages, cfg: SegmentConfig, shape: tuple[int, int] | None = None
+                ) -> np.ndarray:
+    """V_k: the enhanced map (or, for T = 0, the normalised naive PRM) upsampled to ``shape``
+    (None: the model input size) and binarised there, bool [K, H, W]."""
+    shape = shape or stages.image.shape[:2]
     if stages.enhanced is not None:
-        return stages.enhanced >= cfg.threshold
-    return minmax(stages.prm) >= cfg.naive_threshold
+        return upsample_maps(stages.enhanced, shape) >= cfg.threshold
+    return upsample_maps(minmax(stages.prm), shape) >= cfg.naive_threshold
 
 
-def crm_background(stages: Stages) -> np.ndarray:
-    """Per-instance class response map at input size [K, H, W] (for background="crm")."""
-    h, w = stages.image.shape[:2]
+def crm_background(stages: Stages, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Per-instance class response map at ``shape`` (None: input size) [K, H, W] (for
+    background="crm")."""
+    h, w = shape or stages.image.shape[:2]
     maps = [
         cv2.resize(stages.crm[int(p[0])], (w, h), interpolation=cv2.INTER_LINEAR)
         for p in stages.peaks
@@ -61,13 +67,15 @@ def select_instances(
     k = len(stages.peaks)
     if k == 0 or len(proposals) == 0:
         return []
+    shape = proposals.shape
     with clock("binarise"):
-        v = binary_maps(stages, cfg)
-        crm = crm_background(stages) if cfg.match.background == "crm" else None
+        v = binary_maps(stages, cfg, shape)
+        crm = crm_background(stages, shape) if cfg.match.background == "crm" else None
         background = background_template(v, cfg.match, crm)
         edge = contour(v, cfg.match.contour_width) if cfg.match.scoring != "prm" else None
+        prm = upsample_maps(stages.prm, shape) if cfg.match.scoring == "prm" else None
     with clock("matcher"):
-        scores = match_scores(v, proposals, cfg.match, prm=stages.prm, background=background,
+        scores = match_scores(v, proposals, cfg.match, prm=prm, background=background,
                               edge=edge)
         idx, quality = best_proposals(scores)
     with clock("nms"):
@@ -75,7 +83,7 @@ def select_instances(
         score = instance_score(stages.class_conf[cls], quality)
         ok = np.isfinite(quality) & (quality >= cfg.min_quality)
         cand = np.flatnonzero(ok)
-        masks = proposals.masks[idx[cand]]
+        masks = proposals.mask_rows(idx[cand])
         keep = cand[mask_nms(masks, score[cand], cls[cand], cfg.match.nms_iou)]
         keep = keep[np.argsort(-score[keep], kind="stable")]
     return instances_from(stages, proposals, classes, keep, idx, cls, score, quality)
@@ -84,8 +92,8 @@ def select_instances(
 def instances_from(stages: Stages, proposals: Proposals, classes, keep: np.ndarray,
                    idx: np.ndarray, cls: np.ndarray, score: np.ndarray, quality: np.ndarray
                    ) -> list[Instance]:
-    """Instance records for the kept peaks (masks at the model input size)."""
-    h, w = stages.image.shape[:2]
+    """Instance records for the kept peaks (masks and peaks at the proposals' size)."""
+    h, w = proposals.shape
     stride_y = h / stages.crm.shape[1]
     stride_x = w / stages.crm.shape[2]
     return [
@@ -93,7 +101,7 @@ def instances_from(stages: Stages, proposals: Proposals, classes, keep: np.ndarr
             class_name=classes[cls[i]],
             class_index=int(cls[i]),
             score=float(score[i]),
-            mask=proposals.masks[idx[i]],
+            mask=proposals.mask_rows(idx[i:i + 1])[0],
             peak=(
                 int((stages.peaks[i, 1] + 0.5) * stride_y),
                 int((stages.peaks[i, 2] + 0.5) * stride_x),
@@ -105,7 +113,7 @@ def instances_from(stages: Stages, proposals: Proposals, classes, keep: np.ndarr
 
 
 def rescale_instances(instances: list[Instance], shape: tuple[int, int]) -> list[Instance]:
-    """Resize instance masks (nearest) and peaks from the model input size to ``shape``."""
+    """Resize instance masks (nearest) and peaks from the matching size to ``shape``."""
     out = []
     for inst in instances:
         h, w = inst.mask.shape
@@ -141,12 +149,17 @@ def resize_proposals(proposals: Proposals, shape: tuple[int, int]) -> Proposals:
     return Proposals(masks=masks)
 
 
-def proposals_for(model_input: np.ndarray, proposals: Proposals | None) -> Proposals:
-    """The proposals of an image resized to the model input: built-in ones made from it when
-    none are given, else the given ones resized (nearest) to its size."""
+def proposals_for(image: np.ndarray, proposals: Proposals | None,
+                  max_side: int | None = None) -> Proposals:
+    """The proposals of an image at the matching size (its own, long side capped at
+    ``max_side``): built-in ones made from the image at that size when none are given, else
+    the given ones resized (nearest) to it (a no-op when they already have it)."""
+    shape = match_shape(image.shape[:2], max_side)
     if proposals is None:
         from icnseg.proposals.generate import generate_proposals
 
-        return generate_proposals(model_input)
-    return resize_proposals(proposals, model_input.shape[:2])
+        if image.shape[:2] != shape:
+            image = cv2.resize(image, shape[::-1], interpolation=cv2.INTER_AREA)
+        return generate_proposals(image)
+    return resize_proposals(proposals, shape)
 

@@ -59,7 +59,7 @@ class Prepared:
     image: np.ndarray  # RGB uint8 at its own size (instance masks come back at this size)
     model_input: np.ndarray  # uint8 [h, w, 3] resized to the model input
     x: np.ndarray  # float32 [1, 3, h, w] normalised network input
-    proposals: Proposals | None  # at the model input size; None: built in by ``select``
+    proposals: Proposals | None  # at the matching size (upsample.match_shape); None: by select
 
 
 @runtime_checkable
@@ -80,9 +80,10 @@ class Segmenter(Protocol):
         ...
 
     def prepare(self, image: np.ndarray, proposals: Proposals | None = None,
-                clock: Clock = no_clock, build_proposals: bool = True) -> Prepared:
+                clock: Clock = no_clock, build_proposals: bool = True,
+                config: SegmentConfig | None = None) -> Prepared:
         """Check, resize and normalise one RGB uint8 image; make (unless ``build_proposals``
-        is False) or resize its proposals."""
+        is False) or resize its proposals at ``config``'s matching size."""
         ...
 
     def infer(self, prepared: Prepared, cfg: SegmentConfig, clock: Clock = no_clock,
@@ -116,7 +117,7 @@ def segment(model: Segmenter, image: np.ndarray, proposals: Proposals | None = N
     """Segment one uint8 image (RGB, or BGR with ``channels="bgr"``) with any Segmenter;
     masks at the image's own size."""
     cfg = config or model.segment_config()
-    prepared = model.prepare(as_rgb(image, channels), proposals)
+    prepared = model.prepare(as_rgb(image, channels), proposals, config=cfg)
     return model.select(prepared, model.infer(prepared, cfg), cfg)
 
 

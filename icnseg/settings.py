@@ -72,12 +72,20 @@ class SegmentConfig:
     peaks: PeakConfig = field(default_factory=PeakConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
     min_quality: float = 0.0  # drop instances whose best match quality is below this
+    # Matching runs at the image's own size (as in the PRM code), its long side capped at this
+    # many pixels (None: no cap); built-in proposals are made there and the maps upsampled.
+    match_max_side: int | None = 1024
 
     def __post_init__(self) -> None:
         """Validate the options."""
         check_rule(self.rule)
         if self.iterations < 0:
             raise ConfigError(f"iterations must be >= 0 (got {self.iterations})")
+        if self.match_max_side is not None and (
+                isinstance(self.match_max_side, bool) or not isinstance(self.match_max_side, int)
+                or self.match_max_side < 1):
+            raise ConfigError(f"match_max_side must be an integer >= 1 or None "
+                              f"(got {self.match_max_side!r})")
         for name in ("threshold", "naive_threshold"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in (0, 1) (got {getattr(self, name)})")

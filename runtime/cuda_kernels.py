@@ -109,6 +109,29 @@ def minmax_binarize(maps: Any, threshold: float, normalize: bool = True, out: An
     return out
 
 
+def upsample(maps: Any, shape: tuple[int, int], stream: Any = None,
+             scratch: list | None = None) -> Any:
+    """float32 maps [K, h, w] resized bilinearly to [K, H, W], bit-identical to
+    ``icnseg.upsample.upsample_maps`` (same host-computed taps, no FMA)."""
+    from icnseg.upsample import bilinear_taps
+
+    cl.check(maps, "maps", 3, (np.float32,))
+    k, h, w = (int(s) for s in maps.shape)
+    out_h, out_w = int(shape[0]), int(shape[1])
+    if min(out_h, out_w) < 1:
+        raise InputError(f"cannot upsample to {shape}")
+    out = cl.empty((k, out_h, out_w), np.float32)
+    if k and h * w:
+        taps = [bilinear_taps(w, out_w), bilinear_taps(h, out_h)]
+        dev = [cl.upload(np.ascontiguousarray(a, dtype=np.int32 if i < 2 else np.float32),
+                         stream) for t in taps for i, a in enumerate(t)]
+        cl.launch("upsample_kernel", cl.blocks(k * out_h * out_w, cl.BLOCK), cl.ptr(maps),
+                  cl.ptr(out), *(cl.ptr(d) for d in dev), k, h, w, out_h, out_w,
+                  stream=stream)
+        cl.keep(scratch, *dev)
+    return out
+
+
 def _morph(masks: Any, radius: int, mode: int, out: Any, stream: Any,
            scratch: list | None) -> Any:
     """Separable (2r+1)^2 window pass: rows into a temporary, then columns into ``out``."""

@@ -47,6 +47,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "minmax_binarize_kernel": ("matcher", "PPiifi"),
     "morph_rows_kernel": ("morph", "PPiiii"),
     "morph_cols_kernel": ("morph", "PPiiiii"),
+    "upsample_kernel": ("upsample", "PPPPPPPPiiiii"),
     "pack_unions_kernel": ("superpixel", "PPPiiii"),
     "sp_sums_kernel": ("superpixel", "PPPiiii"),
     "sp_counts_kernel": ("superpixel", "PPPiiiii"),

@@ -140,7 +140,13 @@ class ExportedModel(SegmenterBase):
     def select(self, prepared: Prepared, stages: Stages, cfg: SegmentConfig,
                clock: Clock = no_clock) -> list[Instance]:
         """Matching + NMS: on the device maps with the CUDA kernels, else with numpy."""
-        if stages.device_maps is None:
+        maps = stages.device_maps
+        if (maps is not None and cfg.iterations == 0
+                and self.proposals_of(prepared, cfg).shape != tuple(maps.shape[1:])):
+            # raw PRMs are min-max scaled before upsampling, which the CUDA chain does not do:
+            # the numpy matcher takes them (stages.prm is on the host already)
+            stages.device_maps = maps = None
+        if maps is None:
             return super().select(prepared, stages, cfg, clock)
         from icnseg.runtime.gpu_matcher import match_on_device
 
@@ -150,7 +156,8 @@ class ExportedModel(SegmenterBase):
 
             stream = shared_stream()
         with clock("matcher"):  # binarise, Eq. 5, arg-max and NMS: one device chain
-            instances = match_on_device(stages, stages.device_maps, self.proposals_of(prepared),
+            instances = match_on_device(stages, stages.device_maps,
+                                        self.proposals_of(prepared, cfg),
                                         self.classes, cfg, normalize=cfg.iterations == 0,
                                         stream=stream)
         with clock("postprocess"):

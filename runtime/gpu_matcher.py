@@ -1,12 +1,13 @@
 """The matching stage of Algorithm 1 on the GPU, with one synchronisation per image.
 
-enhanced maps (device float32 [K, H, W]) -> binarise (min-max first for raw PRMs) -> contour
-E(V) and "dilate" background B(V) -> bit-pack -> Eq. 5 "icn" scores [K, N] (popcount over
-packed proposals, or superpixel sums when the proposals are unions of superpixels) -> arg-max
--> instance scores -> class-aware greedy mask NMS (popcount IoU). Every kernel is queued on one
-stream; the host waits once, for the small results. The outputs equal what
-``icnseg.postprocess.select_instances`` computes with numpy (``DeviceMatch``); scores are
-computed in double from exact pixel counts, so they are bit-identical, not just close.
+enhanced maps (device float32 [K, h, w]) -> upsampled to the proposals' size -> binarise
+(min-max first for raw PRMs) -> contour E(V) and "dilate" background B(V) -> bit-pack ->
+Eq. 5 "icn" scores [K, N] (popcount over packed proposals, or superpixel sums when the
+proposals are unions of superpixels) -> arg-max -> instance scores -> class-aware greedy
+mask NMS (popcount IoU). Every kernel is queued on one stream; the host waits once, for the
+small results. The outputs equal what ``icnseg.postprocess.select_instances`` computes with
+numpy (``DeviceMatch``); scores are computed in double from exact pixel counts, so they are
+bit-identical, not just close.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from icnseg.errors import ConfigError, IcnsegError, InputError
 from icnseg.instance import Instance
 from icnseg.matching import MatchConfig
 from icnseg.notice import notice
-from icnseg.postprocess import instance_score, instances_from, resize_proposals
+from icnseg.postprocess import instance_score, instances_from
 from icnseg.proposals.types import Proposals
 from icnseg.runtime import cuda_kernels as ck
 from icnseg.runtime import cuda_launch as cl
@@ -222,10 +223,18 @@ def as_gpuarray(arr: DeviceArray) -> Any:
 def match_on_device(stages: Stages, maps: DeviceArray, proposals: Proposals, classes,
                     cfg: SegmentConfig, normalize: bool, stream: Any = None
                     ) -> list[Instance]:
-    """Instances at the model input size from device maps [K, H, W] (float32)."""
-    proposals = resize_proposals(proposals, stages.image.shape[:2])
+    """Instances at the proposals' size from device maps [K, h, w] (float32): ICN maps are
+    upsampled there on the device first (``cuda_kernels.upsample``); raw PRMs (``normalize``)
+    must already have that size (their min-max comes before the upsampling)."""
     cls = stages.peaks[:, 0].astype(int)
-    match = match_instances(as_gpuarray(maps), proposals, cls, stages.class_conf[cls], cfg,
+    maps = as_gpuarray(maps)
+    scratch: list = []
+    if tuple(maps.shape[1:]) != proposals.shape:
+        if normalize:
+            raise ConfigError("the CUDA matcher upsamples ICN maps only; raw PRMs (T = 0) of "
+                              "another size than the proposals take the numpy matcher")
+        maps = ck.upsample(maps, proposals.shape, stream=stream, scratch=scratch)
+    match = match_instances(maps, proposals, cls, stages.class_conf[cls], cfg,
                             normalize=normalize, stream=stream)
     return instances_from(stages, proposals, classes, match.kept, match.index, cls,
                           match.score, match.quality)

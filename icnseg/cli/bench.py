@@ -22,7 +22,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(model=args.model, backends=backends, device=args.device,
                       baseline=args.baseline, iters=args.iters, warmup=args.warmup,
                       images=tuple(args.images or ()), streams=args.streams,
-                      cold=args.cold, micro=args.micro, export=args.export)
+                      cold=args.cold, micro=args.micro, export=args.export,
+                      budget_frames=args.budget_frames)
     result = run_bench(cfg, log=lambda m: print(m, file=sys.stderr))
     print(render_markdown(result))
     if args.json:
@@ -59,6 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export", default=None,
                    help="export directory the runtime backends load (default: MODEL's; "
                         "outputs are still checked against torch)")
+    p.add_argument("--budget-frames", type=int, default=10, metavar="N",
+                   help="frames per video (96/224/448 px) of the per-frame budget table "
+                        "(0: skip; default: 10)")
     p.add_argument("--json", default=None, help="write the result here (+ .md next to it)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="PNG of per-stage latency per backend (needs the 'plot' extra)")

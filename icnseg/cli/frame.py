@@ -23,3 +23,4 @@ class Frame:
     image: np.ndarray | None = None  # RGB uint8 [H, W, 3]
     error: IcnsegError | None = None
     data: Any = None  # what the prefetch preprocess made of the frame
+    proposals: Any = None  # built-in Proposals made ahead by a worker process (or None)

@@ -61,7 +61,7 @@ def _segment_overrides(args: argparse.Namespace) -> dict:
     match = {k: getattr(args, k) for k in ("scoring", "nms_iou") if getattr(args, k) is not None}
     kw = {
         k: getattr(args, k)
-        for k in ("iterations", "threshold", "rule")
+        for k in ("iterations", "threshold", "rule", "match_max_side")
         if getattr(args, k) is not None
     }
     return {**kw, **({"match": match} if match else {})}
@@ -109,7 +109,8 @@ def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
     summary = run_sources(segment_fn, sources, out, model.classes, config,
                           proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
                           frame_png=getattr(args, "frame_png", False),
-                          depth=_prefetch_depth(getattr(args, "prefetch", None), args.device))
+                          depth=_prefetch_depth(getattr(args, "prefetch", None), args.device),
+                          proposal_workers=getattr(args, "proposal_workers", 0))
     for video, codec in zip(summary.videos, summary.codecs, strict=True):
         note = "" if codec == "avc1" else ", H.264 (avc1) unavailable in this OpenCV build"
         print(f"annotated video: {video} ({codec}{note})")
@@ -216,6 +217,10 @@ def _add_segment_args(p: argparse.ArgumentParser) -> None:
         "--iterations", type=int, default=None, help="T, ICN passes (default: 3; 0 = naive PRM)"
     )
     p.add_argument(
+        "--match-max-side", type=int, default=None, metavar="PX",
+        help="match at the image's size, its long side capped at PX (default: 1024)",
+    )
+    p.add_argument(
         "--threshold",
         type=float,
         default=None,
@@ -301,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 3 on a GPU, 0 on the CPU)")
     p.add_argument("--frame-png", action="store_true",
                    help="also write an overlay PNG per video frame")
+    p.add_argument("--proposal-workers", type=int, default=0, metavar="N",
+                   help="make built-in proposals in N worker processes ahead of the networks "
+                        "(default: 0, inline)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("export", help="checkpoint -> prm.onnx, icn.onnx, manifest.json")

@@ -24,7 +24,7 @@ from icnseg.cli.sources import (
     Prefetcher,
     iter_frames,
 )
-from icnseg.errors import IcnsegError
+from icnseg.errors import ConfigError, IcnsegError
 
 PREFETCH_DEPTH = 3  # frames decoded and prepared ahead of the one being segmented
 
@@ -64,7 +64,7 @@ class FrameSegmenter:
 
     def prepare(self, image: np.ndarray, proposals=None):
         """Check and resize the image; make (or resize the given) proposals."""
-        return self.model.prepare(image, proposals)
+        return self.model.prepare(image, proposals, config=self.cfg)
 
     def segment(self, prepared) -> tuple[list, np.ndarray | None]:
         """Instances at the frame's size, and the naive PRMs [K, h, w] if a panel is asked."""
@@ -86,7 +86,7 @@ def _preparer(segment_fn: Callable, proposals: str) -> Callable[[Frame], Frame]:
         if frame.error is None:
             try:
                 shape = frame.image.shape[:2]
-                props = (None if proposals == "builtin"
+                props = (frame.proposals if proposals == "builtin"
                          else load_proposals_for(proposals, frame.key, shape))
                 frame.data = (prepare(frame.image, props) if prepare is not None
                               else (frame.image, props))
@@ -150,14 +150,32 @@ class _Writer:
 
 
 @contextlib.contextmanager
-def _frames(sources: Sequence, prepare: Callable[[Frame], Frame], depth: int) -> Iterator:
-    """Prepared frames: ``depth`` ahead in a Prefetcher thread, or inline when depth is 0."""
-    if depth > 0:
-        with Prefetcher(iter_frames(sources), prepare, depth) as frames:
-            yield frames
-        return
-    with contextlib.closing(iter_frames(sources)) as frames:
-        yield map(prepare, frames)
+def _frames(sources: Sequence, prepare: Callable[[Frame], Frame], depth: int,
+            pool=None) -> Iterator:
+    """Prepared frames: ``depth`` ahead in a Prefetcher thread, or inline when depth is 0;
+    with a ProposalPool their built-in proposals are made ahead in its processes."""
+    with contextlib.closing(iter_frames(sources)) as decoded:
+        items = pool.frames(decoded) if pool is not None else decoded
+        if depth > 0:
+            with Prefetcher(items, prepare, depth) as frames:
+                yield frames
+            return
+        yield map(prepare, items)
+
+
+def _pool(workers: int, proposals: str, segment_fn: Callable):
+    """A ProposalPool for ``--proposal-workers`` (None for 0); built-in proposals only."""
+    if not workers:
+        return contextlib.nullcontext()
+    from icnseg.cli.proposal_pool import ProposalPool
+
+    if proposals != "builtin":
+        raise ConfigError(f"--proposal-workers makes built-in proposals; with --proposals "
+                          f"{proposals} there is nothing for them to make (drop one flag)")
+    from icnseg.settings import SegmentConfig
+
+    cfg = getattr(segment_fn, "cfg", None) or SegmentConfig()
+    return ProposalPool(workers, cfg.match_max_side)
 
 
 def run_sources(
@@ -171,9 +189,11 @@ def run_sources(
     log: Callable[[str], None] = print,
     frame_png: bool = False,
     depth: int = PREFETCH_DEPTH,
+    proposal_workers: int = 0,
 ) -> RunSummary:
     """Segment every frame with ``segment_fn(image, proposals) -> (instances, prm|None)``
-    (its ``prepare`` half, if any, runs in the prefetch thread) and write the outputs."""
+    (its ``prepare`` half, if any, runs in the prefetch thread) and write the outputs;
+    ``proposal_workers`` processes make the built-in proposals ahead."""
     from tqdm import tqdm
 
     summary = RunSummary()
@@ -182,7 +202,8 @@ def run_sources(
     t0 = time.perf_counter()
     try:
         with (
-            _frames(sources, _preparer(segment_fn, proposals), depth) as frames,
+            _pool(proposal_workers, proposals, segment_fn) as pool,
+            _frames(sources, _preparer(segment_fn, proposals), depth, pool) as frames,
             tqdm(frames, desc="segment", unit="frame", disable=None if progress else True,
                  leave=False) as bar,
         ):

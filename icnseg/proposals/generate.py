@@ -1,6 +1,10 @@
 """Built-in mask proposals: selective-search style hierarchical grouping of superpixels.
 
-One Felzenszwalb over-segmentation is the shared superpixel map. Coarser starting partitions
+One Felzenszwalb over-segmentation is the shared superpixel map. It runs on the image shrunk
+by ``segment_scale`` (Felzenszwalb is most of the cost), the grouping statistics are taken
+there, and the superpixel boundaries are then refined at full size (each boundary pixel
+joins the neighbouring superpixel of the closest mean colour), so masks stay sharp. Coarser
+starting partitions
 are built by merging its superpixels (graph-based merging on the region adjacency graph), so
 every proposal of every strategy is an exact union of the shared superpixels. From each
 starting partition and each strategy (colour space + similarity terms) adjacent regions are
@@ -27,9 +31,13 @@ class ProposalConfig:
     scale: float = 100.0  # Felzenszwalb scale of the shared (finest) superpixel map
     sigma: float = 0.8  # Gaussian pre-smoothing of the over-segmentation
     min_superpixel: float = 1 / 1500  # smallest superpixel, as a fraction of the image area
-    # The over-segmentation runs on the image shrunk to this longest side (its labels are
-    # then scaled back up): Felzenszwalb dominates the run time above ~300 px.
+    # The over-segmentation runs on the image shrunk by this factor (at most to max_side,
+    # never below min_side), its boundaries refined at full size: Felzenszwalb dominates the
+    # run time, and its cost grows with the pixels.
+    segment_scale: float = 0.625
     max_side: int | None = 320
+    min_side: int = 96
+    refine_passes: int = 2  # boundary refinement passes at full size (each moves <= 1 px)
     # Extra starting partitions: graph-based merging of the superpixels with these k values
     # (on mean Lab colour distances); 0 means "start from the superpixels themselves".
     partition_k: tuple[float, ...] = (0.0, 40.0)
@@ -47,15 +55,18 @@ def generate_proposals(image: np.ndarray, cfg: ProposalConfig | None = None) -> 
     image = _check_image(image)
     _check_config(cfg)
     h, w = image.shape[:2]
-    sp = _relabel(_oversegment(image, cfg))
-    n_sp = int(sp.max()) + 1
-    sizes = np.bincount(sp.ravel(), minlength=n_sp).astype(np.float64)
-    bboxes = _bboxes(sp, n_sp)
-    pairs = _adjacent_pairs(sp, n_sp)
+    small = _shrink(image, cfg)
+    sp_small = _relabel(_oversegment(small, cfg))
+    n_sp = int(sp_small.max()) + 1
+    # Grouping statistics at the over-segmentation size: sizes and boxes in its pixels.
+    sizes = np.bincount(sp_small.ravel(), minlength=n_sp).astype(np.float64)
+    bboxes = _bboxes(sp_small, n_sp)
+    pairs = _adjacent_pairs(sp_small, n_sp)
     spaces = {s.split(":")[0] for s in cfg.strategies}
-    hists = {space: _histograms(_convert(image, space), sp, n_sp, cfg.colour_bins)
+    hists = {space: _histograms(_convert(small, space), sp_small, n_sp, cfg.colour_bins)
              for space in spaces}
-    lab_mean = _mean_colour(image, sp, n_sp) if any(k > 0 for k in cfg.partition_k) else None
+    lab_mean = _mean_colour(small, sp_small, n_sp)
+    sp = _refine(image, sp_small, lab_mean, cfg.refine_passes)
 
     found = [np.eye(n_sp, dtype=bool)]
     for k in cfg.partition_k:
@@ -75,11 +86,13 @@ def generate_proposals(image: np.ndarray, cfg: ProposalConfig | None = None) -> 
         for strategy in cfg.strategies:
             space, terms = strategy.split(":")
             g_hist = onehot.astype(np.float64) @ hists[space]
-            found.append(_hierarchy(onehot, g_hist, g_sizes, g_boxes, g_pairs, terms, h * w))
+            found.append(_hierarchy(onehot, g_hist, g_sizes, g_boxes, g_pairs, terms,
+                                    small.shape[0] * small.shape[1]))
 
     member = np.concatenate(found, axis=0)
-    areas = member.astype(np.int64) @ sizes.astype(np.int64)
-    member = member[areas >= min(cfg.min_area * h * w, h * w)]
+    full_sizes = np.bincount(sp.ravel(), minlength=n_sp).astype(np.int64)
+    areas = member.astype(np.int64) @ full_sizes
+    member = member[(areas >= min(cfg.min_area * h * w, h * w)) & (areas > 0)]
     member = _unique_rows(member)
     if cfg.max_proposals is not None:
         member = member[: cfg.max_proposals]
@@ -99,6 +112,11 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 def _check_config(cfg: ProposalConfig) -> None:
     """Reject unknown strategies or empty settings early with a ConfigError."""
+    if not 0.0 < cfg.segment_scale <= 1.0:
+        raise ConfigError(f"ProposalConfig.segment_scale must be in (0, 1], got "
+                          f"{cfg.segment_scale}")
+    if cfg.min_side < 1 or cfg.refine_passes < 0:
+        raise ConfigError("ProposalConfig.min_side must be >= 1 and refine_passes >= 0")
     if not cfg.strategies or not cfg.partition_k:
         raise ConfigError("ProposalConfig needs at least one strategy and one partition_k")
     for strategy in cfg.strategies:
@@ -107,20 +125,58 @@ def _check_config(cfg: ProposalConfig) -> None:
             raise ConfigError(f"bad proposal strategy {strategy!r} (want e.g. 'lab:csf')")
 
 
-def _oversegment(image: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
-    """Felzenszwalb superpixels of the image, computed at most at ``cfg.max_side``."""
+def _shrink(image: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
+    """The image at the over-segmentation size (``segment_scale``, within min/max side)."""
     h, w = image.shape[:2]
-    small = image
-    if cfg.max_side is not None and max(h, w) > cfg.max_side:
-        f = cfg.max_side / max(h, w)
-        small = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
-                           interpolation=cv2.INTER_AREA)
+    side = max(h, w) * cfg.segment_scale
+    if cfg.max_side is not None:
+        side = min(side, cfg.max_side)
+    side = max(side, min(cfg.min_side, max(h, w)))
+    if side >= max(h, w):
+        return image
+    f = side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def _oversegment(small: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
+    """Felzenszwalb superpixels of the (shrunk) image."""
     sh, sw = small.shape[:2]
     min_size = max(1, int(round(cfg.min_superpixel * sh * sw)))
-    labels = felzenszwalb(small, scale=cfg.scale, sigma=cfg.sigma, min_size=min_size)
-    if small is not image:
-        labels = cv2.resize(labels.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST)
-    return labels
+    return felzenszwalb(small, scale=cfg.scale, sigma=cfg.sigma, min_size=min_size)
+
+
+def _refine(image: np.ndarray, sp_small: np.ndarray, mean: np.ndarray, passes: int
+            ) -> np.ndarray:
+    """Superpixels at full size: the coarse labels scaled up (nearest), then every pixel on a
+    label boundary takes the label, among its own and its 4 neighbours', whose mean Lab colour
+    (``mean`` [S, 3], from the over-segmentation) is closest to its own, ``passes`` times."""
+    h, w = image.shape[:2]
+    if sp_small.shape == (h, w):
+        return sp_small
+    sp = cv2.resize(sp_small, (w, h), interpolation=cv2.INTER_NEAREST)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    mean = mean.astype(np.float32)
+    for _ in range(passes):
+        edge = np.zeros((h, w), bool)
+        dx = sp[:, 1:] != sp[:, :-1]
+        dy = sp[1:, :] != sp[:-1, :]
+        edge[:, 1:] |= dx
+        edge[:, :-1] |= dx
+        edge[1:, :] |= dy
+        edge[:-1, :] |= dy
+        ys, xs = np.nonzero(edge)
+        if len(ys) == 0:
+            break
+        # candidates of the boundary pixels: own, up, down, left, right (clamped at the border)
+        cand = np.stack([sp[ys, xs], sp[np.maximum(ys - 1, 0), xs],
+                         sp[np.minimum(ys + 1, h - 1), xs], sp[ys, np.maximum(xs - 1, 0)],
+                         sp[ys, np.minimum(xs + 1, w - 1)]])
+        dist = ((mean[cand] - lab[ys, xs][None]) ** 2).sum(axis=-1)
+        # ties keep the pixel's own label (candidate 0): argmin takes the first minimum
+        sp = sp.copy()
+        sp[ys, xs] = cand[dist.argmin(axis=0), np.arange(len(ys))]
+    return sp
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:

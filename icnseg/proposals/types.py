@@ -60,13 +60,17 @@ class Proposals:
                              f"{sp.shape} and {member.shape}")
         if sp.size and (sp.min() < 0 or sp.max() >= member.shape[1]):
             raise InputError(f"superpixel labels must lie in [0, {member.shape[1]})")
-        masks = np.take(member, sp, axis=1)
         if check:
-            return cls(masks, sp, member)
-        out = cls(masks)  # consistent by construction: skip the O(N*H*W) area check
-        object.__setattr__(out, "superpixels", sp)
-        object.__setattr__(out, "membership", member)
+            return cls(np.take(member, sp, axis=1), sp, member)
+        # consistent by construction: no area check, and the masks are made on first use
+        out = object.__new__(_Factored)
+        for name, value in (("superpixels", sp), ("membership", member), ("_cache", {})):
+            object.__setattr__(out, name, value)
         return out
+
+    def mask_rows(self, index: np.ndarray) -> np.ndarray:
+        """The masks of the proposals ``index`` (int [M]), bool [M, H, W]."""
+        return self.masks[np.asarray(index, dtype=np.int64)]
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -87,6 +91,41 @@ class Proposals:
         pixel w*32 + i; bits past H*W in the last word are 0. This is the matcher kernels' layout.
         """
         return pack_masks(self.masks)
+
+
+class _Factored(Proposals):
+    """Proposals made by ``from_membership(check=False)``: the dense masks [N, H, W] (N x H x W
+    bytes, most of the generator's time at 1024 px) are built only when first asked for; the
+    matcher works from the factorisation and NMS takes only the rows it needs."""
+
+    @property
+    def masks(self) -> np.ndarray:  # type: ignore[override]
+        """bool [N, H, W], built once on first use."""
+        masks = self.__dict__.get("_masks")
+        if masks is None:
+            masks = np.take(self.membership, self.superpixels, axis=1)
+            object.__setattr__(self, "_masks", masks)
+        return masks
+
+    def mask_rows(self, index: np.ndarray) -> np.ndarray:
+        """The masks of the proposals ``index``, without building the others."""
+        if "_masks" in self.__dict__:
+            return super().mask_rows(index)
+        member = self.membership[np.asarray(index, dtype=np.int64)]
+        return np.take(member, self.superpixels, axis=1)
+
+    def __len__(self) -> int:
+        return int(self.membership.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image size (H, W) the masks live on."""
+        return int(self.superpixels.shape[0]), int(self.superpixels.shape[1])
+
+    def areas(self) -> np.ndarray:
+        """Pixel count of every mask, int64 [N], from the superpixel sizes."""
+        sizes = np.bincount(self.superpixels.ravel(), minlength=self.membership.shape[1])
+        return self.membership.astype(np.int64) @ sizes.astype(np.int64)
 
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:

@@ -17,7 +17,8 @@ from icnseg.benchmarks.runners import Runner  # noqa: E402
 from icnseg.cli.main import main  # noqa: E402
 from icnseg.errors import ConfigError  # noqa: E402
 
-QUICK = {"iters": 2, "warmup": 0, "streams": 0, "cold": False, "micro": False}
+QUICK = {"iters": 2, "warmup": 0, "streams": 0, "cold": False, "micro": False,
+         "budget_frames": 0}
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,12 @@ def test_result_side_by_side(result: dict) -> None:
         total = sum(s["mean"] for s in rec["stages_ms"].values())
         assert abs(total - e2e["mean"]) <= 0.05 * e2e["mean"] + 1.0
     assert result["backends"]["baseline"]["speedup_vs_baseline"] == 1.0
+    for rec in result["backends"].values():  # e2e pays the built-in proposals of every image
+        props = rec["stages_ms"]["proposals"]["mean"]
+        assert props > 0
+        assert rec["e2e_no_proposals_ms"]["mean"] == pytest.approx(
+            rec["e2e_ms"]["mean"] - props, rel=1e-6)
+        assert rec["speedup_vs_baseline_no_proposals"] > 0
     assert result["backends"]["onnxruntime"]["derived_stages"] == ["prm_forward", "prm_backward"]
     assert result["agreement"]["reference"] == "torch"
     roof = {p["stage"]: p for p in result["backends"]["onnxruntime"]["roofline"]}
@@ -43,6 +50,23 @@ def test_result_side_by_side(result: dict) -> None:
     assert result["machine"]["cores"] >= 1 and "numpy" in result["machine"]["libraries"]
     md = render_markdown(result)
     assert "| e2e p50 (ms) |" in md and "speed-up vs baseline" in md
+    assert "| e2e without proposals, mean (ms) |" in md
+
+
+def test_frame_budget_columns_add_up() -> None:
+    import icnseg
+    from icnseg.benchmarks.frame_budget import COLUMNS, budget_markdown, frame_budget
+
+    model = icnseg.load("default", backend="onnxruntime")
+    cfg = model.segment_config()
+    budget = frame_budget(model, cfg, frames=2, sides=(64, 112))
+    for side in ("64", "112"):
+        row = budget[side]
+        assert row["frames"] == 2
+        assert all(row[c] >= 0 for c in COLUMNS) and row["proposals"] > 0 and row["prm"] > 0
+        assert row["total"] == pytest.approx(sum(row[c] for c in COLUMNS))
+    md = "\n".join(budget_markdown(budget))
+    assert "| 112x112 |" in md and f"ICN x{cfg.iterations}" in md
 
 
 def test_disagreement_fails_loudly(monkeypatch, tmp_path, capsys) -> None:

@@ -182,3 +182,17 @@ def test_out_views_and_bad_input(device, dev_helpers) -> None:
         ck.background(to_dev(v), -1)
     with pytest.raises(InputError):
         ck.pack_masks(np.zeros((1, 2, 2), bool))  # a host array
+
+
+@pytest.mark.parametrize("src,dst", [((6, 8), (17, 23)), ((12, 40), (12, 40)), ((5, 9), (31, 4)),
+                                     ((24, 24), (96, 96))])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_upsample(device, dev_helpers, src, dst, k) -> None:
+    """Bilinear upsampling, bit-identical to icnseg.upsample.upsample_maps."""
+    from icnseg.upsample import upsample_maps
+
+    to_dev, _ = dev_helpers
+    maps = np.random.default_rng(k + src[0]).random((k, *src)).astype(np.float32)
+    got = ck.upsample(to_dev(maps), dst).get()
+    assert got.dtype == np.float32 and got.shape == (k, *dst)
+    np.testing.assert_array_equal(got, upsample_maps(maps, dst))

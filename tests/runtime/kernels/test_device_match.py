@@ -54,6 +54,25 @@ def test_device_maps_give_the_numpy_instances(device, seed, k, factored):
     assert all(np.array_equal(a.mask, b.mask) for a, b in zip(got, want, strict=True))
 
 
+@pytest.mark.parametrize("factored", [True, False])
+def test_maps_are_upsampled_to_the_proposals_size(device, factored):
+    """ICN maps at the model input size matched to proposals at 2.5x it (the image's size)."""
+    cfg = SegmentConfig(match=MatchConfig(nms_iou=0.3))
+    stages, _ = _case(4, 6)
+    _, props = _case(5, 1, h=60, w=100)
+    props = props if factored else Proposals(props.masks)
+    want = select_instances(stages, props, CLASSES, cfg)
+    on_device = to_dev(stages.enhanced)
+    maps = DeviceArray(int(on_device.gpudata), on_device.shape, on_device.dtype, "cuda",
+                       owner=on_device)
+    got = match_on_device(stages, maps, props, CLASSES, cfg, normalize=False)
+    assert want, "the case must keep some instances"
+    assert [(i.class_name, i.score, i.peak) for i in got] == \
+        [(i.class_name, i.score, i.peak) for i in want]
+    assert all(np.array_equal(a.mask, b.mask) and a.mask.shape == (60, 100)
+               for a, b in zip(got, want, strict=True))
+
+
 def test_as_gpuarray_is_a_view(device):
     host = np.arange(12, dtype=np.float32).reshape(3, 4)
     arr = to_dev(host)

@@ -1,0 +1,51 @@
+"""The matching resolution: an image's size capped at a long side, and maps upsampled to it.
+
+Matching (Eq. 5) runs at the image's own size (long side at most ``match_max_side``), as in
+the original PRM code: the final maps come from the networks at the model input size and are
+upsampled bilinearly here. The formula is spelled out (not ``cv2.resize``) so that the CUDA
+kernel ``upsample_kernel`` (cpp_ext/morph.cu) computes the same float32 values, hence the
+same binarised pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from icnseg.errors import ConfigError
+
+
+def match_shape(shape: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """(H, W) of an image of ``shape`` scaled down so its long side is <= ``max_side``."""
+    h, w = int(shape[0]), int(shape[1])
+    if max_side is None or max(h, w) <= max_side:
+        return h, w
+    if max_side < 1:
+        raise ConfigError(f"match_max_side must be >= 1, got {max_side}")
+    f = max_side / max(h, w)
+    return max(1, round(h * f)), max(1, round(w * f))
+
+
+def bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps of each output index: (lower index, upper index, float32 weight of upper).
+
+    Pixel centres are aligned (src = (dst + 0.5) * n_in / n_out - 0.5), clamped to the edge.
+    """
+    scale = np.float32(n_in / n_out)
+    src = (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    src = np.clip(src, np.float32(0), np.float32(n_in - 1))
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, (src - lo.astype(np.float32)).astype(np.float32)
+
+
+def upsample_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of float maps [K, h, w] to [K, H, W] (float32; rows, then columns)."""
+    maps = np.asarray(maps, dtype=np.float32)
+    h, w = int(shape[0]), int(shape[1])
+    if maps.shape[1:] == (h, w):
+        return maps
+    x0, x1, wx = bilinear_taps(maps.shape[2], w)
+    rows = maps[:, :, x0] + (maps[:, :, x1] - maps[:, :, x0]) * wx
+    y0, y1, wy = bilinear_taps(maps.shape[1], h)
+    top, bottom = rows[:, y0, :], rows[:, y1, :]
+    return (top + (bottom - top) * wy[:, None]).astype(np.float32, copy=False)
