@@ -94,18 +94,13 @@ def _prefetch_depth(depth: int | None, device: str) -> int:
 def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
     from icnseg.cli.run import FrameSegmenter, run_sources
     from icnseg.cli.sources import expand_inputs, make_sources
+    from icnseg.output.record import run_config
 
     sources = make_sources(expand_inputs(inputs), getattr(args, "frames", None),
                            getattr(args, "every", 1))
     model, cfg = _load(model_name, args)
     segment_fn = FrameSegmenter(model, cfg, with_prm=args.prm_panel)
-    config = {
-        "model": model.source,
-        "backend": args.backend,
-        "device": args.device,
-        "proposals": args.proposals,
-        **cfg.to_dict(),
-    }
+    config = run_config(model, args.backend, args.device, args.proposals, cfg)
     summary = run_sources(segment_fn, sources, out, model.classes, config,
                           proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
                           frame_png=getattr(args, "frame_png", False),
@@ -117,6 +112,11 @@ def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from icnseg.cli.ray_run import check_ray_args, cmd_run_ray
+
+    check_ray_args(args)
+    if args.ray:
+        return cmd_run_ray(args)
     return _run(args.model, args.inputs, args.out, args)
 
 
@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 3 on a GPU, 0 on the CPU)")
     p.add_argument("--frame-png", action="store_true",
                    help="also write an overlay PNG per video frame")
+    from icnseg.cli.ray_run import add_ray_args
+
+    add_ray_args(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("export", help="checkpoint -> prm.onnx, icn.onnx, manifest.json")
