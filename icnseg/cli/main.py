@@ -319,8 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from icnseg.cli import bench as cli_bench
     from icnseg.cli import engine as cli_engine
+    from icnseg.cli import serve as cli_serve
 
     cli_engine.add_parser(sub)
+    cli_serve.add_parser(sub)
     cli_bench.add_parser(sub)
     return parser
 
