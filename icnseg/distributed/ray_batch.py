@@ -94,8 +94,13 @@ class SegmentWorker:
     def __init__(self, model: str, out_dir: str, backend: str | None = None,
                  device: str | None = None, overrides: Mapping[str, Any] | None = None,
                  proposals: str = "builtin", with_prm: bool = False,
-                 names: Mapping[str, ImageName] | None = None) -> None:
-        """Load ``model`` on ``backend``/``device`` (None: the loader's auto choice)."""
+                 names: Mapping[str, ImageName] | None = None, source: str | None = None,
+                 proposals_dir: str | None = None) -> None:
+        """Load ``model`` on ``backend``/``device`` (None: the loader's auto choice).
+
+        ``source`` and ``proposals`` are recorded in each JSON as the user named them (what
+        the single-process run records); ``model`` and ``proposals_dir`` are absolute paths
+        to read, since an actor may run in another working directory."""
         from icnseg.loader import auto_backend, check_device, load
         from icnseg.output.record import run_config
 
@@ -105,7 +110,10 @@ class SegmentWorker:
         self.model = load(model, backend=backend, device=device)
         self.cfg = self.model.segment_config(**dict(overrides or {}))
         self.config = run_config(self.model, backend, device, proposals, self.cfg)
-        self.out, self.proposals, self.with_prm = Path(out_dir), proposals, with_prm
+        if source is not None:
+            self.config["model"] = source
+        self.out, self.with_prm = Path(out_dir), with_prm
+        self.proposals = proposals_dir or proposals
         self.names = dict(names or {})
 
     def segment_one(self, image: np.ndarray, name: ImageName) -> list:
@@ -169,11 +177,15 @@ def segment_dataset(ds: Any, model: str | os.PathLike, out_dir: str | os.PathLik
     """
     ray = import_ray()
     pool = pool or PoolConfig()
+    source = None
     if str(model) != "default":
-        model = str(Path(model).resolve())  # actors may start in another working directory
+        source, model = str(Path(model)), str(Path(model).resolve())
     return ds.map_batches(
         SegmentWorker,
-        fn_constructor_kwargs={"model": str(model), "out_dir": str(Path(out_dir).resolve()),
+        fn_constructor_kwargs={"model": str(model), "source": source,
+                               "proposals_dir": None if proposals == "builtin"
+                               else str(Path(proposals).resolve()),
+                               "out_dir": str(Path(out_dir).resolve()),
                                "backend": backend, "device": device,
                                "overrides": dict(overrides or {}), "proposals": proposals,
                                "with_prm": with_prm, "names": dict(names or {})},

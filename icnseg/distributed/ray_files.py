@@ -52,7 +52,8 @@ def expand_files(inputs: Sequence[str]) -> list[Path]:
     items: list[str] = []
     for item in inputs:
         p = Path(item)
-        items.extend(read_path_list(p) if p.suffix == LIST_SUFFIX and p.is_file() else [item])
+        is_list = p.suffix.lower() == LIST_SUFFIX and p.is_file()
+        items.extend(read_path_list(p) if is_list else [item])
     return expand_images(items)
 
 

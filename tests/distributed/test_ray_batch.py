@@ -52,15 +52,18 @@ def inputs(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data, pycocotools
-def test_ray_run_writes_what_run_writes(local_ray, inputs, tmp_path, capsys):
+def test_ray_run_writes_what_run_writes(local_ray, inputs, tmp_path, capsys, monkeypatch):
     d, listing = inputs
+    # a model named by a relative path: recorded as given, though actors read it absolute
+    shutil.copytree(ASSETS / "export", tmp_path / "exp")
+    monkeypatch.chdir(tmp_path)
     files = [str(d / p.name) for p in SAMPLES] + [str(d / "broken.jpg"),
                                                    str(d / "more" / SAMPLES[0].name)]
     local, dist = tmp_path / "local", tmp_path / "ray"
-    rc_local, out_local, err_local = _run(["run", "default", *files, "--backend", "onnxruntime",
+    rc_local, out_local, err_local = _run(["run", "exp", *files, "--backend", "onnxruntime",
                                            "--out", str(local)], capsys)
     coco = tmp_path / "coco.json"
-    rc, out, err = _run(["run", "default", str(listing), "--backend", "onnxruntime",
+    rc, out, err = _run(["run", "exp", str(listing), "--backend", "onnxruntime",
                          "--out", str(dist), "--ray", "--workers", "2", "--batch-size", "2",
                          "--coco", str(coco)], capsys)
     assert rc == rc_local == 1
@@ -71,6 +74,7 @@ def test_ray_run_writes_what_run_writes(local_ray, inputs, tmp_path, capsys):
     assert "000000-1.json" in written  # the duplicate stem got the run's suffix
     for name in written:
         assert (dist / name).read_bytes() == (local / name).read_bytes(), name
+    assert json.loads((dist / "000001.json").read_text())["config"]["model"] == "exp"
     [failure] = [json.loads(ln) for ln in (dist / "failures.jsonl").read_text().splitlines()]
     assert failure["image"] == str(d / "broken.jpg") and failure["error"] == err[0][15:]
 
