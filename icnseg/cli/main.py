@@ -94,18 +94,13 @@ def _prefetch_depth(depth: int | None, device: str) -> int:
 def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
     from icnseg.cli.run import FrameSegmenter, run_sources
     from icnseg.cli.sources import expand_inputs, make_sources
+    from icnseg.output.record import run_config
 
     sources = make_sources(expand_inputs(inputs), getattr(args, "frames", None),
                            getattr(args, "every", 1))
     model, cfg = _load(model_name, args)
     segment_fn = FrameSegmenter(model, cfg, with_prm=args.prm_panel)
-    config = {
-        "model": model.source,
-        "backend": args.backend,
-        "device": args.device,
-        "proposals": args.proposals,
-        **cfg.to_dict(),
-    }
+    config = run_config(model, args.backend, args.device, args.proposals, cfg)
     summary = run_sources(segment_fn, sources, out, model.classes, config,
                           proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
                           frame_png=getattr(args, "frame_png", False),
@@ -119,6 +114,11 @@ def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from icnseg.cli.ray_run import check_ray_args, cmd_run_ray
+
+    check_ray_args(args)
+    if args.ray:
+        return cmd_run_ray(args)
     return _run(args.model, args.inputs, args.out, args)
 
 
@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proposal-workers", type=int, default=0, metavar="N",
                    help="make built-in proposals in N worker processes ahead of the networks "
                         "(default: 0, inline)")
+    from icnseg.cli.ray_run import add_ray_args
+
+    add_ray_args(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("export", help="checkpoint -> prm.onnx, icn.onnx, manifest.json")
@@ -359,8 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     from icnseg.cli import bench as cli_bench
     from icnseg.cli import doctor as cli_doctor
     from icnseg.cli import engine as cli_engine
+    from icnseg.cli import serve as cli_serve
 
     cli_engine.add_parser(sub)
+    cli_serve.add_parser(sub)
     cli_bench.add_parser(sub)
     cli_doctor.add_parser(sub)
     return parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -36,6 +37,22 @@ def open_image(path: Path, what: str) -> Image.Image:
     return im
 
 
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Decode an encoded image file's bytes (JPEG, PNG, ...) as ``read_image`` reads the file;
+    ``name`` (a path, a request id) starts every error message."""
+    if not data:
+        raise DataError(f"{name}: empty, not a readable image")
+    buf = io.BytesIO(data)
+    try:
+        im = Image.open(buf)
+        im.load()
+    except Exception as exc:  # Pillow decoders raise many types (OSError, SyntaxError, ...)
+        # Pillow names the buffer object where it would name a file: name the input instead
+        why = one_line(exc).replace(repr(buf), repr(str(name)))
+        raise DataError(f"{name}: not a readable image (corrupt or truncated: {why})") from exc
+    return _rgb_array(im, name)
+
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     """Scale a 16-bit / 32-bit integer or float image to uint8."""
     if arr.dtype == np.uint8:
@@ -50,14 +67,18 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as RGB uint8 [H,W,3] (gray, RGBA, palette, 16-bit converted)."""
     path = Path(path)
-    im = open_image(path, "image")
+    return _rgb_array(open_image(path, "image"), path)
+
+
+def _rgb_array(im: Image.Image, name: str | os.PathLike) -> np.ndarray:
+    """A decoded Pillow image as RGB uint8 [H,W,3] (gray, RGBA, palette, 16-bit converted)."""
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         gray = _to_uint8(np.asarray(im))
         out = np.repeat(gray[:, :, None], 3, axis=2)
     else:
         out = np.asarray(im.convert("RGB"))
     if out.ndim != 3 or out.shape[0] == 0 or out.shape[1] == 0:
-        raise DataError(f"{path}: image has no pixels")
+        raise DataError(f"{name}: image has no pixels")
     return np.ascontiguousarray(out)
 
 

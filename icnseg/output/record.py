@@ -30,6 +30,13 @@ from icnseg.output.overlay import render_overlay
 from icnseg.rle import mask_to_rle
 
 
+def run_config(model: Any, backend: str, device: str, proposals: str,
+               cfg: Any) -> dict[str, Any]:
+    """The ``config`` of every record a run writes: what ran, on what, with which settings."""
+    return {"model": model.source, "backend": backend, "device": device,
+            "proposals": proposals, **cfg.to_dict()}
+
+
 def instances_to_json(
     image_name: str, height: int, width: int, instances: Sequence[Instance], config: dict
 ) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Running icnseg beyond one process: batch segmentation on Ray Data (``icnseg[ray]``)."""

@@ -1,0 +1,1 @@
+"""Serving icnseg with Triton Inference Server via PyTriton (``pip install 'icnseg[serve]'``)."""
