@@ -98,7 +98,8 @@ class SegmentConfig:
 def config_from_dict(saved_config: dict[str, Any], **overrides: Any) -> SegmentConfig:
     """SegmentConfig from a checkpoint/manifest config (``peaks``/``segment``/``match``) + flags.
 
-    ``overrides["match"]`` may be a dict of MatchConfig fields to change.
+    ``overrides["match"]`` / ``overrides["peaks"]`` may be dicts of MatchConfig / PeakConfig
+    fields to change.
     """
     saved = dict(saved_config.get("segment", {}))
     try:
@@ -107,6 +108,8 @@ def config_from_dict(saved_config: dict[str, Any], **overrides: Any) -> SegmentC
         fields = {**saved, **overrides}
         if isinstance(fields.get("match"), dict):
             match = MatchConfig(**{**asdict(match), **fields.pop("match")})
+        if isinstance(fields.get("peaks"), dict):
+            peaks = PeakConfig(**{**asdict(peaks), **fields.pop("peaks")})
         fields.setdefault("match", match)
         fields.setdefault("peaks", peaks)
         return SegmentConfig(**fields)
