@@ -86,7 +86,11 @@ build_pycuda() {  # pycuda from its source archive with the host's nvcc (minutes
     [ -n "$sdist" ] || { echo "no pycuda source archive: the numpy matcher will be used"; return 0; }
     local nvcc_real
     nvcc_real="$(readlink -f "$(command -v nvcc)")"
-    CUDA_ROOT="${CUDA_ROOT:-$(dirname "$(dirname "$nvcc_real")")}" \
+    local root="${CUDA_ROOT:-$(dirname "$(dirname "$nvcc_real")")}"
+    # pycuda's setup finds the toolkit from nvcc's folder (wrong for a wrapper script): the
+    # compiler and linker are told directly (stubs: libcuda.so for linking, no driver needed)
+    CUDA_ROOT="$root" CPATH="$root/include${CPATH:+:$CPATH}" \
+        LIBRARY_PATH="$root/lib64:$root/lib64/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}" \
         python3 -m pip install --no-index --no-deps --no-build-isolation --target "$SITE" \
         "$sdist"
 }
