@@ -19,11 +19,12 @@
 #   gpu-wheels fetch onnxruntime-gpu==1.23.2 scipy==1.14.1 opencv-python-headless==4.10.0.84 \
 #     scikit-image==0.24.0 pycocotools==2.0.8 tqdm==4.67.1 safetensors==0.4.5 imageio==2.36.0 \
 #     tifffile==2024.9.20 lazy_loader==0.4 networkx==3.4.2 pillow==11.0.0 coloredlogs==15.0.1 \
-#     humanfriendly==10.0 flatbuffers==24.3.25 pycuda==2024.1.2 pytools==2024.1.14 \
+#     humanfriendly==10.0 flatbuffers==24.3.25 pycuda==2025.1.2 pytools==2024.1.14 \
 #     platformdirs==4.3.6 mako==1.3.6 markupsafe==3.0.2 typing_extensions==4.12.2 \
 #     siphash24==1.7 setuptools==80.9.0 wheel==0.45.1 pytest==8.3.4 pluggy==1.5.0 \
 #     iniconfig==2.0.0 packaging==24.2
-# (pycuda comes as its source archive and is built there with the host's nvcc; add
+# (pycuda comes as its source archive and is built there with the host's nvcc: 2024.1.2 does
+#  not compile against CUDA 13 headers (cuCtxCreate changed), 2025.1.2 does; add
 #  tensorrt-cu12 + tensorrt-cu12-libs + tensorrt-cu12-bindings of one version for the TensorRT
 #  rows, about 1.3 GB more). --no-deps installs into $SITE, first on PYTHONPATH; the system's
 # packages are not touched (a second onnxruntime there is in another folder: no clash).
