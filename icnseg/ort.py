@@ -15,6 +15,7 @@ import ctypes
 import io
 import os
 import re
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,9 @@ def import_ort(needed_for: str = "the onnxruntime backend", gpu: bool = False) -
 
 
 def preload(ort: Any) -> list[str]:
-    """Run ``ort.preload_dlls()`` quietly; the libraries it could not load ([] if none/absent)."""
+    """Run ``ort.preload_dlls()`` quietly, then load what it missed from NVIDIA's wheels on
+    sys.path (e.g. torch's, when onnxruntime-gpu is installed elsewhere); the libraries still
+    missing ([] if none, or no preload_dlls)."""
     if not hasattr(ort, "preload_dlls"):
         return []
     out = io.StringIO()
@@ -95,7 +98,18 @@ def preload(ort: Any) -> list[str]:
             ort.preload_dlls()
     except Exception:  # noqa: BLE001 - a failed preload only loses the better diagnosis
         return []
-    return sorted(set(re.findall(r"Failed to load (\S+?):", out.getvalue())))
+    failed = list(dict.fromkeys(re.findall(r"Failed to load (\S+?):", out.getvalue())))
+    names = list(dict.fromkeys(Path(f).name for f in failed))  # ORT's order: cublasLt first
+    return [n for n in names if not load_from_wheels(n)]
+
+
+def load_from_wheels(name: str) -> bool:
+    """Load library ``name`` from an ``nvidia/<package>/lib`` folder on sys.path; True if so."""
+    for entry in sys.path:
+        for path in sorted(Path(entry or ".").glob(f"nvidia/*/lib/{name}")):
+            if _library_error(str(path)) is None:
+                return True
+    return False
 
 
 def _library_error(path: str) -> str | None:

@@ -101,17 +101,38 @@ def test_installed_distributions_reads_package_metadata() -> None:
     assert "onnxruntime" in expected or "onnxruntime-gpu" in expected
 
 
-def test_preload_failures_are_collected_quietly(capsys) -> None:
+def test_preload_failures_are_collected_quietly(capsys, monkeypatch) -> None:
     """preload_dlls prints failures over several lines; we keep only the library names."""
     def preload_dlls():
         print("Failed to load /x/nvidia/cudnn/lib/libcudnn.so.9: cannot open shared object")
         print("Failed to load libcublasLt.so.12: libcublasLt.so.12: cannot open shared object")
+        print("Failed to load libcudnn.so.9: libcudnn.so.9: cannot open shared object")
         print("Please follow https://onnxruntime.ai/docs/install/#cuda-and-cudnn to install")
 
+    monkeypatch.setattr(iort, "load_from_wheels", lambda name: False)
     fake = types.SimpleNamespace(preload_dlls=preload_dlls)
-    assert iort.preload(fake) == ["/x/nvidia/cudnn/lib/libcudnn.so.9", "libcublasLt.so.12"]
+    assert iort.preload(fake) == ["libcudnn.so.9", "libcublasLt.so.12"]
     assert capsys.readouterr().out == ""
     assert iort.preload(types.SimpleNamespace()) == []
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build a library")
+def test_missed_library_is_loaded_from_nvidia_wheels_on_sys_path(tmp_path, monkeypatch) -> None:
+    """A library preload_dlls missed but an nvidia/<pkg>/lib folder on sys.path has (torch's
+    wheels, with onnxruntime-gpu in another folder) is loaded; one nowhere stays missing."""
+    lib = tmp_path / "site" / "nvidia" / "cufft" / "lib"
+    lib.mkdir(parents=True)
+    (tmp_path / "stub.c").write_text("int icnseg_cufft_stub(void) { return 1; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib / "libicnsegfft.so.11"),
+                    str(tmp_path / "stub.c")], check=True, capture_output=True)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+    def preload_dlls():
+        print("Failed to load libicnsegfft.so.11: libicnsegfft.so.11: cannot open shared object")
+        print("Failed to load libicnsegnone.so.1: libicnsegnone.so.1: cannot open shared object")
+
+    assert iort.preload(types.SimpleNamespace(preload_dlls=preload_dlls)) == [
+        "libicnsegnone.so.1"]
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build a provider stand-in")
