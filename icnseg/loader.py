@@ -84,6 +84,27 @@ def check_device(backend: str, device: str | None) -> str:
     return device
 
 
+# --device as users mean it (where the networks run) and ONNX Runtime's GPU providers.
+USER_DEVICES = ("cpu", "cuda")
+PROVIDERS = ("cuda", "tensorrt")  # ONNX Runtime's CUDA or TensorRT execution provider
+
+
+def device_for(backend: str, device: str | None, provider: str | None = None) -> str:
+    """The internal device of ``backend`` from ``--device`` and ``--provider``: ONNX Runtime's
+    TensorRT execution provider is device "tensorrt"; ConfigError for a combination that does
+    not exist (a provider off the GPU, or for another backend)."""
+    if provider is not None:
+        if provider not in PROVIDERS:
+            raise ConfigError(f"--provider {provider}: choose one of {', '.join(PROVIDERS)}")
+        if backend != ONNXRUNTIME:
+            raise ConfigError(f"--provider {provider}: only the onnxruntime backend has "
+                              f"execution providers (the {backend} backend was chosen)")
+        if device not in (None, "cuda"):
+            raise ConfigError(f"--provider {provider} runs on the GPU: use --device cuda")
+        return check_device(backend, "tensorrt" if provider == "tensorrt" else "cuda")
+    return check_device(backend, device)
+
+
 def _engines_built(export_dir: Path) -> bool:
     """True when ``build-engine`` left engines in the export and TensorRT can be imported."""
     engines = export_dir / "engines"

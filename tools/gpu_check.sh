@@ -145,7 +145,7 @@ bench ort_cuda --backend onnxruntime --device cuda
 bench agree_cuda_vs_torch_cpu --backend torch --backend onnxruntime --device cuda --iters 1 \
     --warmup 0
 bench ort_cpu --backend onnxruntime --device cpu --iters 2 --warmup 1
-bench ort_trt_ep --backend onnxruntime --device tensorrt
+bench ort_trt_ep --backend onnxruntime --device cuda --provider tensorrt
 if python3 -c "import tensorrt" 2>/dev/null; then
     for precision in fp16 fp32 int8; do
         flags=()

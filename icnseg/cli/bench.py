@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from icnseg.loader import BACKENDS, DEVICES, ONNXRUNTIME, TORCH, torch_available
+from icnseg.loader import (
+    BACKENDS,
+    ONNXRUNTIME,
+    PROVIDERS,
+    TORCH,
+    USER_DEVICES,
+    device_for,
+    torch_available,
+)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -19,7 +27,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:  # a runtime-only install, as the demo does
         backends = (ONNXRUNTIME,)
         print("bench: PyTorch not installed: --backend onnxruntime only", file=sys.stderr)
-    cfg = BenchConfig(model=args.model, backends=backends, device=args.device,
+    device = args.device
+    if args.provider is not None:  # ONNX Runtime's TensorRT provider is device "tensorrt"
+        device = device_for(ONNXRUNTIME, args.device, args.provider)
+    cfg = BenchConfig(model=args.model, backends=backends, device=device,
                       baseline=args.baseline, iters=args.iters, warmup=args.warmup,
                       images=tuple(args.images or ()), streams=args.streams,
                       cold=args.cold, micro=args.micro, export=args.export,
@@ -43,8 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="checkpoint file, export directory or 'default'")
     p.add_argument("--backend", action="append", choices=BACKENDS,
                    help="repeatable (default: torch and onnxruntime; onnxruntime without torch)")
-    p.add_argument("--device", default="cpu", choices=DEVICES,
-                   help="device of the runtime backends (default: cpu)")
+    p.add_argument("--device", default="cpu", choices=USER_DEVICES,
+                   help="where the runtime backends run: cpu or cuda (default: cpu)")
+    p.add_argument("--provider", default=None, choices=PROVIDERS,
+                   help="ONNX Runtime's GPU execution provider: cuda or tensorrt (default: cuda)")
     p.add_argument("--baseline", action="store_true",
                    help="add the original PRM pipeline and report speed-ups over it")
     p.add_argument("--iters", type=int, default=20, help="timed images per backend (default: 20)")

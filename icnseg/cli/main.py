@@ -69,12 +69,12 @@ def _segment_overrides(args: argparse.Namespace) -> dict:
 
 def _load(model_name: str, args: argparse.Namespace):
     """(Segmenter, its segment config) through the one loader; prints the auto choice."""
-    from icnseg.loader import auto_backend, check_device, load
+    from icnseg.loader import auto_backend, device_for, load
 
     if args.backend in (None, "auto"):
         args.backend, why = auto_backend(model_name)
         print(f"backend: {args.backend} ({why})", file=sys.stderr)
-    args.device = check_device(args.backend, args.device)
+    args.device = device_for(args.backend, args.device, args.provider)
     model = load(model_name, backend=args.backend, device=args.device)
     return model, model.segment_config(**_segment_overrides(args))
 
@@ -191,7 +191,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_segment_args(p: argparse.ArgumentParser) -> None:
-    from icnseg.loader import BACKENDS, DEVICES
+    from icnseg.loader import BACKENDS, PROVIDERS, USER_DEVICES
 
     p.add_argument(
         "--backend",
@@ -204,9 +204,16 @@ def _add_segment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device",
         default=None,
-        choices=DEVICES,
-        help="cpu, or cuda / tensorrt (ONNX Runtime GPU execution providers) "
-        "(default: cuda for --backend tensorrt, else cpu)",
+        choices=USER_DEVICES,
+        help="where the networks run: cpu or cuda (default: cuda for --backend tensorrt, "
+        "else cpu)",
+    )
+    p.add_argument(
+        "--provider",
+        default=None,
+        choices=PROVIDERS,
+        help="ONNX Runtime's execution provider on the GPU: cuda, or tensorrt (its TensorRT "
+        "provider; --backend tensorrt runs icnseg's own engines instead) (default: cuda)",
     )
     p.add_argument(
         "--proposals",

@@ -117,3 +117,20 @@ def test_prm_panel_normalises_each_instance(tmp_path):
     for y, x in hot:  # both peaks equally hot (red end of the JET map)
         assert tuple(panel[y, x]) == tuple(panel[hot[0][0], hot[0][1]])
     assert panel[0, 0, 0] < panel[10, 5, 0] and panel[10, 30, 0] == panel[10, 5, 0]
+
+
+def test_device_means_the_device_and_provider_is_its_own_flag(tmp_path, capsys):
+    """--device cpu|cuda; ONNX Runtime's TensorRT provider is --provider tensorrt."""
+    from icnseg.errors import ConfigError
+    from icnseg.loader import device_for
+
+    assert device_for("onnxruntime", "cuda", "tensorrt") == "tensorrt"
+    assert device_for("onnxruntime", None, "cuda") == "cuda"
+    assert device_for("tensorrt", None) == "cuda"
+    with pytest.raises(ConfigError, match="--provider tensorrt runs on the GPU"):
+        device_for("onnxruntime", "cpu", "tensorrt")
+    with pytest.raises(ConfigError, match="only the onnxruntime backend"):
+        device_for("torch", None, "cuda")
+    with pytest.raises(SystemExit):  # argparse: not a --device choice any more
+        main(["run", "default", "x.jpg", "--out", str(tmp_path / "o"), "--device", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
