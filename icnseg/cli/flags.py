@@ -29,6 +29,10 @@ def add_config_args(p: argparse.ArgumentParser, cls: type, skip: Sequence[str] =
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
+        if typing.get_origin(kind) is typing.Literal:  # a fixed set of choices
+            p.add_argument(flag, choices=typing.get_args(kind), default=None,
+                           help=f"{notes.get(f.name, '')} (default: {f.default})")
+            continue
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
         if base is bool:
             p.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -27,21 +28,21 @@ class Stage1Config:
 
     data: str  # VOC-layout root (synthetic or PASCAL VOC 2012)
     out: str  # checkpoint to write (.safetensors or .pt)
-    backbone: str = "resnet50"  # tiny | vgg16 | resnet50 (PRM used ResNet-50)
+    backbone: Literal["tiny", "vgg16", "resnet50"] = "resnet50"  # PRM used ResNet-50
     pretrained: str | None = None  # torchvision ImageNet weights file for the backbone
     init: str | None = None  # stage-1 checkpoint to start from (fine-tune / continue)
     input_size: int = 448  # square training/inference size
     epochs: int = 20  # paper: 20 epochs
     lr: float = 1e-4  # paper: Adam 1e-4 ...
     lr_step: int = 10  # ... x0.1 after 10 epochs
-    lr_gamma: float = 0.1
-    batch_size: int = 16
+    lr_gamma: float = 0.1  # learning-rate factor at each step
+    batch_size: int = 16  # images per step
     crop_scale: float = 0.7  # random crop keeps >= this fraction of each side, then resize
     window: int = 3  # peak stimulation window (original PRM)
     upsample: int = 1  # peak stimulation sub-pixel factor
-    train_split: str = "train"
-    val_split: str = "val"
-    seed: int = 0
+    train_split: str = "train"  # ImageSets split to train on
+    val_split: str = "val"  # ImageSets split for the classification mAP after training
+    seed: int = 0  # random seed (data order, augmentation, init)
     workers: int = 0  # DataLoader worker processes
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -32,31 +33,31 @@ class Stage2Config:
     data: str  # VOC-layout root whose train split supplies images
     out: str  # checkpoint to write (classifier + ICN)
     stage1: str  # stage-1 checkpoint (frozen classifier)
-    icn_encoder: str = "vgg16"  # paper: VGG-16 encoder; "tiny" for CPU
+    icn_encoder: Literal["vgg16", "tiny"] = "vgg16"  # paper: VGG-16 encoder; "tiny" for CPU
     epochs: int = 120  # paper: 120 epochs ...
     lr: float = 1e-3  # ... Adam 1e-3 ...
     lr_step: int = 20  # ... x0.5 every 20 epochs
-    lr_gamma: float = 0.5
-    batch_size: int = 8
+    lr_gamma: float = 0.5  # learning-rate factor at each step
+    batch_size: int = 8  # (PRM, image) samples per step
     k: int = 3  # pseudo label = union of the top k proposals (paper: k = 3)
     iterations: int = 3  # T, ICN passes at test time (paper: 3); saved as the model's default
     # Share of training inputs replaced by the ICN's own output on that PRM (1 to T-1 passes,
     # no gradient), so the test-time loop of T passes sees inputs like those it trained on.
-    feedback: float = 0.0
+    feedback: float = 0.0  # share of inputs replaced by the ICN's own fed-back output (0..1)
     labels: str = "proposals"  # proposals | saliency (instance-saliency masks as labels)
     saliency_dir: str | None = None  # VOC-layout dir of instance masks for labels=saliency
     proposals: str = "builtin"  # builtin | a directory of precomputed proposals per image id
-    rule: str = "prm"  # PRM backprop rule: prm | gradient
-    pseudo_scoring: str = "prm"  # matching rule used to pick pseudo labels from naive PRMs
+    rule: Literal["prm", "gradient"] = "prm"  # PRM backprop rule
+    pseudo_scoring: Literal["icn", "paper", "prm"] = "prm"  # matching rule of the pseudo labels
     pseudo_blur: float = 0.0  # > 0: match a blob of the PRM smoothed by this sigma (pixels)
     pseudo_blob_threshold: float = 0.1  # blob = smoothed PRM >= this x its maximum
     crop_scale: float = 0.6  # random crop keeps >= this fraction of each side
     # Peak filters beyond Eq. 1 (PeakConfig), used for the targets and saved in the
     # checkpoint as the model's inference default. None/0 = Eq. 1 as printed.
-    peak_min_response: float | None = None
-    peak_relative: float = 0.0
-    train_split: str = "train"
-    seed: int = 0
+    peak_min_response: float | None = None  # keep a peak only where M_c >= this (None: off)
+    peak_relative: float = 0.0  # keep a peak only if P >= this x its class's largest P
+    train_split: str = "train"  # ImageSets split to train on
+    seed: int = 0  # random seed
 
 
 def peak_settings(cfg: Stage2Config, config: dict) -> dict:
