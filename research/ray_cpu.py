@@ -105,7 +105,14 @@ def render(report: dict[str, Any]) -> str:
              "command in a fresh process, start-up included (model load; Ray: local cluster + "
              "actors). Outputs of every Ray run are byte-identical to the single-process run's "
              "(JSON and PNG); the corrupt image is the one failure (exit status 1).", "",
+             f"Base command: `{report['runs']['single']['cmd']}`, then the flags below.", "",
              "| run | command flags | wall s | images/s | vs single |", "|---|---|---|---|---|"]
+    load = (m.get("loadavg") or [0])[0]
+    if load > (m.get("cores") or 1):
+        lines[2:2] = [f"The machine was shared (load average {load} on {m.get('cores')} "
+                      "cores): a job with more processes gets a larger share of a contended "
+                      "CPU, so these ratios are not a scaling result; only the agreement is.",
+                      ""]
     for name, r in report["runs"].items():
         flags = r["cmd"].split("OUT", 1)[1].strip() or "(none)"
         lines.append(f"| {name} | `{flags}` | {r['wall_s']} | {r['images_per_s']} | "

@@ -182,7 +182,8 @@ def measure(args, ports, metrics_port, proc, t0, read_image, assets) -> dict[str
             infer("http", ports["http"], name, array)
             bad[what] = "ANSWERED (no error)"
         except Exception as exc:
-            bad[what] = str(exc).splitlines()[0][:160]
+            lines = str(exc).splitlines()  # the model's own line when there is one
+            bad[what] = next((ln.strip() for ln in lines if "RequestError" in ln), lines[0])[:200]
     healthy = bool(client.is_server_live() and client.is_server_ready() and int(
         infer("http", ports["http"], "image", images[0]).as_numpy("count")[0, 0])
         == expected[0])
@@ -221,6 +222,11 @@ def render(r: dict[str, Any]) -> str:
         f"inferences in {r['triton_metrics']['model_executions']:.0f} model executions "
         f"(mean batch {r['triton_metrics']['mean_batch']}).", "",
         "Bad requests (each answered with an error):", ""]
+    load = (m.get("loadavg") or [0])[0]
+    if load > (m.get("cores") or 1):
+        lines[2:2] = [f"The machine was shared (load average {load} on {m.get('cores')} cores): "
+                      "latencies and throughput are indicative only; the counts (errors, "
+                      "answers equal to the warm-up's) are the result.", ""]
     lines += [f"- {k}: `{v}`" for k, v in r["bad_requests"].items()]
     lines += ["", f"Healthy and answering after them: {r['healthy_after_bad_requests']}. "
               f"SIGTERM: exit status {r['sigterm']['exit_status']} after "
