@@ -12,7 +12,6 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from icnseg.artifacts.engine_cache import TrtEnv
