@@ -14,7 +14,7 @@ import contextlib
 import importlib.util
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,10 +43,14 @@ class BenchConfig:
     streams: int = 2  # concurrent streams for the overlapped-throughput figure (0: skip)
     cold: bool = True  # cold start and peak RSS, each backend in a fresh process
     micro: bool = True  # with the baseline: matcher at N=1000, K=8 and backward at K=8
-    export: str | None = None  # export dir for the runtime backends (default: MODEL's own)
+    # export dirs for the runtime backends (default: MODEL's own); several (e.g. fp32 and
+    # int8) run side by side as runners "onnxruntime[int8]", checked against the FP32 one
+    export: tuple[str, ...] | str | None = None
     budget_frames: int = 10  # frames per video (96/224/448 px) of the per-frame budget (0: skip)
 
     def __post_init__(self) -> None:
+        if isinstance(self.export, str):
+            object.__setattr__(self, "export", (self.export,))
         if not self.backends and not self.baseline:
             raise ConfigError("nothing to benchmark: give --backend and/or --baseline")
         for b in self.backends:
@@ -91,20 +95,22 @@ def load_runners(cfg: BenchConfig, stack: contextlib.ExitStack) -> Loaded:
     if needs_torch:
         eager = load(cfg.model, backend=TORCH)
         seg_cfg = eager.segment_config()
+    export_dirs: list[Any] = []
     if runtime:
-        if cfg.export is not None or cfg.model == "default" or _is_export_dir(cfg.model):
-            export_dir = cfg.export or cfg.model
+        if cfg.export or cfg.model == "default" or _is_export_dir(cfg.model):
+            export_dirs = list(cfg.export or (cfg.model,))
         else:
             from icnseg.export.exporter import checkpoint_to_onnx
 
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="icnseg-bench-"))
-            export_dir = checkpoint_to_onnx(eager or cfg.model, Path(tmp) / "export").out_dir
+            export_dirs = [checkpoint_to_onnx(eager or cfg.model, Path(tmp) / "export").out_dir]
     if TORCH in cfg.backends:
         models.append(eager)
     for name in runtime:
-        exported = load(export_dir, backend=name, device=cfg.device)
-        stack.callback(exported.close)
-        models.append(exported)
+        for export_dir in export_dirs:
+            exported = load(export_dir, backend=name, device=cfg.device)
+            stack.callback(exported.close)
+            models.append(exported)
     if cfg.baseline:
         models.append(BaselineModel(eager))
     seg_cfg = seg_cfg or models[0].segment_config()
@@ -113,12 +119,29 @@ def load_runners(cfg: BenchConfig, stack: contextlib.ExitStack) -> Loaded:
         model.check_config(seg_cfg)
         runner = Runner(model, seg_cfg)
         stack.callback(runner.close)
+        if len(export_dirs) > 1 and hasattr(model, "path"):
+            runner.name = export_runner_name(runner.name, model, runners)
         runners[runner.name] = runner
     first = models[0]
     export_path = getattr(next((m for m in models if hasattr(m, "path")), None), "path", None)
     checkpoint = None if _is_export_dir(cfg.model) else cfg.model
     return Loaded(runners, seg_cfg, tuple(first.classes), tuple(first.input_size), export_path,
                   checkpoint)
+
+
+def export_runner_name(base: str, model: Any, taken: Mapping[str, Any]) -> str:
+    """``onnxruntime[int8]`` (``onnxruntime[int8:DIRNAME]`` if that precision is taken)."""
+    name = f"{base}[{model.precision}]"
+    return name if name not in taken else f"{base}[{model.precision}:{model.path.name}]"
+
+
+def agreement_tolerances(runners: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(the FP32 runtime runner to compare against, {runner: tolerance of its precision})."""
+    from icnseg.compare import TOLERANCES
+
+    precision = {n: getattr(r.model, "precision", "fp32") for n, r in runners.items()}
+    fp32 = next((n for n, p in precision.items() if p == "fp32"), None)
+    return fp32, {n: TOLERANCES[p] for n, p in precision.items()}
 
 
 def load_inputs(paths: Sequence[str], max_side: int | None) -> list[dict[str, Any]]:
@@ -203,8 +226,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
         names = [i["name"] for i in inputs]
         first = {n: [r.segment(i["image"], i["proposals"]) for i in inputs]
                  for n, r in loaded.runners.items()}
-        reference = TORCH if TORCH in first else next(iter(first))
-        check_agreement(reference, first, names)
+        fp32, tolerances = agreement_tolerances(loaded.runners)
+        reference = TORCH if TORCH in first else fp32 or next(iter(first))
+        check_agreement(reference, first, names, tolerances)
         log(f"outputs agree with {reference} on {len(inputs)} image(s); timing "
             f"{cfg.warmup} + {cfg.iters} image(s) per backend")
         samples = _timed_loop(loaded, inputs, cfg.warmup, cfg.iters, device_sync(cfg.device))
@@ -235,13 +259,15 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
             result["frame_budget"] = frame_budget(loaded.runners[name].model, loaded.cfg,
                                                   cfg.budget_frames)
         result["peak_rss_mb_all_backends"] = peak_rss_mb()
+        cold_targets = {  # name -> (backend, what that backend loads)
+            n: (r.model.backend, str(r.model.path) if cfg.export and
+                r.model.backend in RUNTIME_BACKENDS else cfg.model)
+            for n, r in loaded.runners.items()}
     if cfg.cold:
         from icnseg.benchmarks.cold_start import measure_cold
 
-        for name in result["backends"]:
+        for name, (backend, model) in cold_targets.items():
             log(f"cold start: {name} (fresh process)")
-            backend = name.split("-")[0]
-            model = cfg.export if cfg.export and backend in RUNTIME_BACKENDS else cfg.model
             result["backends"][name]["cold"] = measure_cold(model, backend, cfg.device,
                                                             inputs[0]["path"])
     return result
@@ -309,6 +335,7 @@ def _report(cfg: BenchConfig, loaded: Loaded, inputs: list[dict[str, Any]],
             "stages_ms": {s: summarize(rec[s]) for s in STAGES if any(rec[s])},
             "derived_stages": list(loaded.runners[name].derived),
             "throughput_single": 1e3 / e2e["mean"],
+            "precision": getattr(loaded.runners[name].model, "precision", "fp32"),
         }
     base = backends.get("baseline")
     if base:
@@ -328,7 +355,8 @@ def _report(cfg: BenchConfig, loaded: Loaded, inputs: list[dict[str, Any]],
         "config": {**asdict(cfg), "segment": seg.to_dict(), "input_size": list(loaded.input_size),
                    "dynamic_k": _manifest_flag(loaded.export_dir, "dynamic_k"),
                    "export_dir": str(loaded.export_dir) if loaded.export_dir else None,
-                   "precision": "fp32"},
+                   "precision": "/".join(dict.fromkeys(r["precision"]
+                                                       for r in backends.values()))},
         "machine": machine,
         "proposals_ms": summarize([i["proposal_s"] for i in inputs]),
         "proposal_counts": [len(i["proposals"]) for i in inputs],

@@ -161,6 +161,10 @@ def build_engines(export_dir: str | os.PathLike, *, dla_core: int | None = None,
     calib = (manifest.get("calibration") or {}).get("sha256")
     EngineSpec(precision=precision, dla_core=dla_core, workspace_mb=workspace_mb,
                calib_sha256=calib).check()
+    if (manifest.get("quantization") or {}).get("activations") == "asymmetric":
+        raise ConfigError(f"{export_dir / 'manifest.json'}: INT8 activations are asymmetric "
+                          "UINT8 (ONNX Runtime's CPU form), which TensorRT does not take: "
+                          "export again with --int8-activations symmetric")
     files = verify_files(export_dir, manifest)
     if manifest.get("dynamic_k"):
         raise ConfigError(f"{export_dir}: exported with --dynamic-k (a data-dependent K in "

@@ -132,13 +132,13 @@ def checkpoint_to_onnx(
     if m.icn is not None:
         graphs["icn"] = build_icn_onnx(m.icn, (hh, ww), opset=opset,
                                        dynamic_size=dynamic_size, unroll=unroll)
-    facts["precision"] = precision
-    if precision == "fp32":
+    if precision == "fp32":  # no top-level key: FP32 exports stay byte-identical to older ones
         with atomic_dir(out_dir, force=force) as tmp:
             manifest, sizes = write_export(tmp, graphs, facts)
         return ExportResult(Path(out_dir), manifest, sizes, time.perf_counter() - t0)
     from icnseg.export.typed_export import write_typed_export
 
+    facts["precision"] = precision
     manifest, sizes, parity = write_typed_export(out_dir, graphs, facts, calib, calib_method,
                                                  int8_activations, force,
                                                  m if check_fp32 else None)

@@ -2,9 +2,11 @@
 
 Rule (``fp16_candidates``): only the classifier's forward chain of prm.onnx (the ancestors of
 ``crm``: convs, folded BN, ReLU, max-pool) and the convolutional body of icn.onnx may run in
-FP16. Everything else keeps FP32: the prm rule's 1/|Z| chain and every product it feeds (the
-whole explicit backward), the peak sub-graph (Gaussian, mean threshold, max-pool equality,
-TopK, index arithmetic, seed construction) and the ICN's PRM normalisation. Measurement
+FP16 (``export.precision`` measured that prm.onnx's island moves peaks, so fp16 exports
+keep prm.onnx FP32). Everything else keeps FP32: the prm rule's 1/|Z| chain and every
+product it feeds (the whole explicit backward), the peak sub-graph (Gaussian, mean
+threshold, max-pool equality, TopK, index arithmetic, seed construction) and the ICN's PRM
+normalisation. Measurement
 (``tensor_ranges``): a candidate whose inputs or outputs reach ``FP16_SAFE_MAX`` on the
 calibration images stays FP32 too. ``convert_fp16`` is the project's own small pass over the
 finished graph (FP16 initializers for the island, one Cast per tensor crossing a border;

@@ -54,7 +54,7 @@ def write_typed_export(out_dir: str | os.PathLike, graphs: dict[str, Any],
         work = Path(work)
         ref_dir = work / "fp32"
         ref_dir.mkdir()
-        write_export(ref_dir, graphs, {**facts, "precision": "fp32"})
+        write_export(ref_dir, graphs, {k: v for k, v in facts.items() if k != "precision"})
         parity = None
         if parity_model is not None:
             from icnseg.export.parity import check_export

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icnseg.artifacts.manifest import read_manifest, verify_files
+from icnseg.artifacts.manifest import export_precision, read_manifest, verify_files
 from icnseg.base_segmenter import SegmenterBase
 from icnseg.errors import ConfigError
 from icnseg.instance import Instance
@@ -34,9 +34,9 @@ class ExportedModel(SegmenterBase):
         """Read and verify the manifest (sha256 of every ONNX file), then load the graphs.
 
         ``backend="tensorrt"`` loads the engines ``icnseg build-engine`` put in
-        ``<export_dir>/engines`` for this GPU and TensorRT; ``precision`` (fp32 | fp16 | int8)
-        picks among several builds, None takes the newest valid one per graph. For
-        onnxruntime, ``precision="fp16"`` turns on FP16 in the TensorRT execution provider.
+        ``<export_dir>/engines`` for this GPU and TensorRT. The precision is the export's
+        (its graphs are typed: ``icnseg export --precision``) and every backend runs it as
+        written; ``precision`` may only name it again (ConfigError otherwise).
         """
         self.path = Path(export_dir)
         self.device = check_device(backend, device)
@@ -48,17 +48,25 @@ class ExportedModel(SegmenterBase):
         self.mean, self.std = tuple(m["mean"]), tuple(m["std"])
         self.k_max, self.rule, self.unroll = int(m["k_max"]), m["rule"], int(m["unroll"])
         self.backend, self.source = backend, str(self.path)
-        self.precision = precision or "fp32"
+        self.precision = export_precision(m, self.path)
+        if precision not in (None, self.precision):
+            raise ConfigError(f"{self.path}: a {self.precision} export; precision {precision} "
+                              "needs another export (icnseg export --precision "
+                              f"{precision})")
         self.dynamic_k = bool(m.get("dynamic_k", False))
         if self.dynamic_k and TENSORRT in (backend, self.device):
             raise ConfigError(f"{self.path}: exported with --dynamic-k (the PRM graph's K is "
                               "data-dependent), which TensorRT engines here do not support; "
                               "export again without --dynamic-k")
         self.settings = {"segment": m["segment"]}
-        self.prm: Backend = load_backend(backend, files["prm"], self.device, precision=precision)
+        # TensorRT: the engines built from these graphs (their precision); ONNX Runtime runs
+        # the typed graphs as they are (no provider precision switch).
+        graph_precision = self.precision if backend == TENSORRT else None
+        self.prm: Backend = load_backend(backend, files["prm"], self.device,
+                                         precision=graph_precision)
         try:
             self.icn: Backend | None = (
-                load_backend(backend, files["icn"], self.device, precision=precision)
+                load_backend(backend, files["icn"], self.device, precision=graph_precision)
                 if "icn" in files else None
             )
         except BaseException:

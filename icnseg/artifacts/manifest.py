@@ -1,7 +1,7 @@
 """manifest.json of an export directory: what the ONNX files are and how to run them (torch-free).
 
 The manifest records the model facts (classes, input size, mean/std), the graph settings
-(K_max, rule, opset, ICN unroll), the precision (``precision``, per graph
+(K_max, rule, opset, ICN unroll), the precision (``precision``, absent for FP32; per graph
 ``files.<role>.precision``; the calibration set's digest under ``calibration`` and what the
 export measured against FP32 under ``accuracy``), the full segment config (thresholds, peak
 finding, Eq. 5 α/β/γ, scoring, NMS IoU), the sha256 of every ONNX file and of the source

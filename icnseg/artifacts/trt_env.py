@@ -74,18 +74,11 @@ def make_logger(trt: Any) -> Any:
     return _Logger()
 
 
-# TensorRT-RTX's support matrix: Turing (7.5), Ampere consumer (8.6), Ada (8.9), Blackwell
-# (12.x). Data-centre parts (A100 8.0, H100/H200 9.0, B200 10.0) are not listed.
-RTX_COMPUTE_CAPABILITIES = ("7.5", "8.6", "8.9")
-RTX_COMPUTE_MAJORS = ("12",)
-
-
 def check_flavour_gpu(env: TrtEnv) -> None:
-    """ConfigError when TensorRT-RTX is asked to build for a GPU its support matrix omits."""
-    cc = env.compute_capability
-    if env.flavour != "tensorrt_rtx" or cc in RTX_COMPUTE_CAPABILITIES \
-            or cc.split(".")[0] in RTX_COMPUTE_MAJORS:
-        return
-    raise ConfigError(f"TensorRT-RTX does not support {env.gpu} (compute capability {cc}; it "
-                      f"supports {', '.join(RTX_COMPUTE_CAPABILITIES)} and 12.x): "
-                      "install 'icnseg[tensorrt]' for this GPU")
+    """ConfigError when this TensorRT flavour cannot build for the GPU (its support matrix,
+    ``icnseg.artifacts.trt_support``)."""
+    from icnseg.artifacts.trt_support import unsupported_gpu
+
+    why = unsupported_gpu(env.flavour, env.version, env.compute_capability, env.gpu)
+    if why is not None:
+        raise ConfigError(why)

@@ -33,7 +33,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(model=args.model, backends=backends, device=device,
                       baseline=args.baseline, iters=args.iters, warmup=args.warmup,
                       images=tuple(args.images or ()), streams=args.streams,
-                      cold=args.cold, micro=args.micro, export=args.export,
+                      cold=args.cold, micro=args.micro,
+                      export=tuple(args.export) if args.export else None,
                       budget_frames=args.budget_frames)
     result = run_bench(cfg, log=lambda m: print(m, file=sys.stderr))
     print(render_markdown(result))
@@ -70,9 +71,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cold start and peak RSS in a fresh process per backend (default: on)")
     p.add_argument("--micro", action=argparse.BooleanOptionalAction, default=True,
                    help="with --baseline: matcher N=1000 K=8 and backward K=8 (default: on)")
-    p.add_argument("--export", default=None,
+    p.add_argument("--export", action="append", default=None,
                    help="export directory the runtime backends load (default: MODEL's; "
-                        "outputs are still checked against torch)")
+                        "outputs are still checked against torch); repeatable: several "
+                        "exports (e.g. fp32 and int8) run side by side as onnxruntime[int8], "
+                        "checked against the fp32 one with the precision's tolerance")
     p.add_argument("--budget-frames", type=int, default=10, metavar="N",
                    help="frames per video (96/224/448 px) of the per-frame budget table "
                         "(0: skip; default: 10)")

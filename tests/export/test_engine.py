@@ -1,16 +1,17 @@
 """build-engine without TensorRT: profiles, option checks, manifest checks, cache reuse, the
-clear "install the extra" error, calibration inputs, and the CLI's argument validation."""
+clear "install the extra" error, strongly typed networks, the TensorRT-RTX GPU gate, and the
+CLI's argument validation (--fp16/--int8 point to export --precision)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import shutil
 import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from icnseg.artifacts.engine_cache import TrtEnv
@@ -70,78 +71,118 @@ def test_profiles_from_manifest():
         graph_input_shapes(m, "head")
 
 
+def _set_precision(export: Path, precision: str, calib: str | None = None) -> None:
+    """Mark the export's manifest as ``precision`` (the graphs stay; the key must follow)."""
+    import json
+
+    path = export / "manifest.json"
+    m = json.loads(path.read_text())
+    m["precision"] = precision
+    if calib:
+        m["calibration"] = {"sha256": calib, "images": 3}
+    path.write_text(json.dumps(m))
+
+
 def test_build_then_reuse(export):
     fake = FakeBuild()
-    first = build_engines(export, "fp16", env=ENV, build_fn=fake)
+    first = build_engines(export, env=ENV, build_fn=fake)
     assert [r.role for r in first] == ["prm", "icn"] and not any(r.reused for r in first)
     assert [c["onnx"].name for c in fake.calls] == ["prm.onnx", "icn.onnx"]
     call = fake.calls[0]
-    assert call["precision"] == "fp16" and call["manifest"]["k_max"] == 32
+    assert "precision" not in call and call["manifest"]["k_max"] == 32
     assert call["timing_cache"].parent == export / "engines"
-    assert call["calib_images"] is None and call["dla_core"] is None
-    second = build_engines(export, "fp16", env=ENV, build_fn=fake)
+    assert "calib_images" not in call and call["dla_core"] is None
+    assert all(r.precision == "fp32" for r in first)
+    second = build_engines(export, env=ENV, build_fn=fake)
     assert all(r.reused for r in second) and len(fake.calls) == 2
     assert [r.path for r in second] == [r.path for r in first]
-    fp32 = build_engines(export, "fp32", env=ENV, build_fn=fake)  # another precision, another key
-    assert not any(r.reused for r in fp32) and len(fake.calls) == 4
-    first[1].path.write_bytes(b"plan:trunc")  # same prefix, other bytes
-    third = build_engines(export, "fp16", env=ENV, build_fn=fake)
+    _set_precision(export, "fp16")  # the export's precision is part of the key
+    fp16 = build_engines(export, env=ENV, build_fn=fake)
+    assert not any(r.reused for r in fp16) and len(fake.calls) == 4
+    assert all(r.precision == "fp16" for r in fp16)
+    fp16[1].path.write_bytes(b"plan:trunc")  # same prefix, other bytes
+    third = build_engines(export, env=ENV, build_fn=fake)
     assert third[0].reused and not third[1].reused
     assert "truncated" in third[1].rebuilt_because or "corrupt" in third[1].rebuilt_because
 
 
-def test_options_are_checked_first(export, tmp_path):
-    with pytest.raises(ConfigError, match="--calib"):
-        build_engines(export, "int8", env=ENV, build_fn=FakeBuild())
+def test_options_are_checked_first(export):
+    _set_precision(export, "fp32")
     with pytest.raises(ConfigError, match="FP16 or INT8"):
-        build_engines(export, "fp32", dla_core=0, env=ENV, build_fn=FakeBuild())
+        build_engines(export, dla_core=0, env=ENV, build_fn=FakeBuild())
     with pytest.raises(ConfigError, match="workspace"):
-        build_engines(export, "fp16", workspace_mb=-1, env=ENV, build_fn=FakeBuild())
-    empty = tmp_path / "calib"
-    empty.mkdir()
-    (empty / "notes.txt").write_text("no images here")
-    with pytest.raises(InputError, match=rf"{empty}: no images"):
-        build_engines(export, "int8", calib=empty, env=ENV, build_fn=FakeBuild())
-    with pytest.raises(InputError, match="not a folder of"):
-        build_engines(export, "int8", calib=tmp_path / "absent", env=ENV, build_fn=FakeBuild())
-    rtx = dataclasses.replace(ENV, flavour="tensorrt_rtx")
-    with pytest.raises(ConfigError, match="TensorRT-RTX"):
-        build_engines(export, "fp16", env=rtx, build_fn=FakeBuild())
+        build_engines(export, workspace_mb=-1, env=ENV, build_fn=FakeBuild())
+    rtx = dataclasses.replace(ENV, flavour="tensorrt_rtx")  # H100: not in RTX's matrix
+    with pytest.raises(ConfigError, match=r"TensorRT-RTX does not support .*9\.0") as info:
+        build_engines(export, env=rtx, build_fn=FakeBuild())
+    assert "\n" not in str(info.value)
+    _set_precision(export, "fp16")
+    with pytest.raises(ConfigError, match="TensorRT-RTX has no DLA"):
+        build_engines(export, dla_core=0, env=dataclasses.replace(rtx, compute_capability="8.9"),
+                      build_fn=FakeBuild())
+    _set_precision(export, "int8")  # an int8 manifest without its calibration record
+    with pytest.raises(InputError, match="int8 without a calibration record"):
+        build_engines(export, env=ENV, build_fn=FakeBuild())
+    _set_precision(export, "bf16")
+    with pytest.raises(InputError, match=r"manifest\.json: precision 'bf16'"):
+        build_engines(export, env=ENV, build_fn=FakeBuild())
 
 
-def test_int8_key_follows_the_calibration_images(export, tmp_path):
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    for p in sorted((ASSETS / "samples").glob("*.jpg")):
-        shutil.copy(p, calib / p.name)
+@pytest.mark.parametrize(("cc", "ok"), [("7.5", True), ("8.6", True), ("8.9", True),
+                                        ("12.0", True), ("12.1", True), ("8.0", False),
+                                        ("9.0", False), ("10.0", False), ("7.0", False)])
+def test_tensorrt_rtx_compute_capability_gate(cc, ok):
+    from icnseg.artifacts.trt_env import check_flavour_gpu
+
+    env = TrtEnv("tensorrt_rtx", "1.2.0", "some GPU", cc)
+    if ok:
+        check_flavour_gpu(env)
+    else:
+        with pytest.raises(ConfigError, match=f"compute capability {re.escape(cc)}"):
+            check_flavour_gpu(env)
+    check_flavour_gpu(dataclasses.replace(env, flavour="tensorrt"))  # TensorRT: no gate
+
+
+def test_int8_key_follows_the_calibration_set(export):
     fake = FakeBuild()
-    a = build_engines(export, "int8", calib=calib, env=ENV, build_fn=fake)
-    assert [p.name for p in fake.calls[0]["calib_images"]] == sorted(
-        p.name for p in calib.glob("*.jpg"))
-    assert fake.calls[0]["calib_cache"] == a[0].path.with_suffix(".calib")
-    assert all(r.reused for r in build_engines(export, "int8", calib=calib, env=ENV,
-                                                build_fn=fake))
-    first = sorted(calib.glob("*.jpg"))[0]
-    first.write_bytes(first.read_bytes()[:-1] + b"\x00")  # another calibration set
-    b = build_engines(export, "int8", calib=calib, env=ENV, build_fn=fake)
+    _set_precision(export, "int8", "a" * 64)
+    a = build_engines(export, env=ENV, build_fn=fake)
+    assert all(r.reused for r in build_engines(export, env=ENV, build_fn=fake))
+    _set_precision(export, "int8", "b" * 64)  # another calibration set, other Q/DQ scales
+    b = build_engines(export, env=ENV, build_fn=fake)
     assert not any(r.reused for r in b) and {r.path for r in a}.isdisjoint(r.path for r in b)
+
+
+class FakeTrt(types.SimpleNamespace):
+    """Just enough of a TensorRT module for ``network_flags``."""
+
+    class NetworkDefinitionCreationFlag:  # noqa: D106 - the real enum's name
+        STRONGLY_TYPED = 5
+
+
+def test_networks_are_strongly_typed():
+    from icnseg.export.engine import network_flags
+
+    assert network_flags(FakeTrt(__version__="10.3.0"), "tensorrt") == 1 << 5
+    assert network_flags(FakeTrt(__version__="11.4.0.106"), "tensorrt") == 0  # the only mode
+    assert network_flags(FakeTrt(__version__="1.2.0"), "tensorrt_rtx") == 0
 
 
 def test_manifest_problems_are_clear(export, tmp_path):
     with pytest.raises(InputError, match="no manifest"):
-        build_engines(tmp_path, "fp32", env=ENV, build_fn=FakeBuild())
+        build_engines(tmp_path, env=ENV, build_fn=FakeBuild())
     with pytest.raises(InputError, match="not an export directory"):
-        build_engines(tmp_path / "nowhere", "fp32", env=ENV, build_fn=FakeBuild())
+        build_engines(tmp_path / "nowhere", env=ENV, build_fn=FakeBuild())
     data = bytearray((export / "prm.onnx").read_bytes())
     data[-5] ^= 0xFF
     (export / "prm.onnx").write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"prm\.onnx: sha256 .* does not match"):
-        build_engines(export, "fp32", env=ENV, build_fn=FakeBuild())
+        build_engines(export, env=ENV, build_fn=FakeBuild())
 
 
 def test_missing_tensorrt_names_the_extra(export, no_tensorrt):
     with pytest.raises(BackendUnavailable, match=r"pip install 'icnseg\[tensorrt\]'") as info:
-        build_engines(export, "fp16")
+        build_engines(export)
     assert "\n" not in str(info.value) and "JetPack" in str(info.value)
     with pytest.raises(BackendUnavailable, match=r"icnseg\[tensorrt\]"):
         onnx_to_engine(export / "prm.onnx", export / "prm.engine",
@@ -157,25 +198,6 @@ def test_old_tensorrt_is_refused(monkeypatch):
         import_tensorrt()
 
 
-def test_calibration_inputs_match_the_runtime():
-    pytest.importorskip("onnxruntime")
-    from icnseg.data.images import list_images
-    from icnseg.data.voc import read_image
-    from icnseg.export.calibrator import calibration_feeds, images_digest
-    from icnseg.preprocess import prepare_input
-
-    m = read_manifest(ASSETS / "export")
-    images = list_images(ASSETS / "samples")
-    assert len(images) == 3 and len(images_digest(images)) == 64
-    prm_feeds = list(calibration_feeds(["image"], images, m))
-    _, want = prepare_input(read_image(images[0]), (96, 96), m["mean"], m["std"])
-    np.testing.assert_array_equal(prm_feeds[0]["image"], want)
-    icn_feeds = list(calibration_feeds(["image", "prm"], images, m,
-                                       ASSETS / "export" / "prm.onnx", k=8))
-    assert icn_feeds and all(f["prm"].shape == (8, 1, 96, 96) for f in icn_feeds)
-    assert all(f["prm"].dtype == np.float32 and f["prm"].max() > 0 for f in icn_feeds)
-
-
 # ---- CLI: `icnseg build-engine` registered on a fresh parser --------------------------------
 
 def _cli(argv: list[str]) -> argparse.Namespace:
@@ -187,27 +209,27 @@ def _cli(argv: list[str]) -> argparse.Namespace:
 
 
 def test_cli_arguments():
-    args = _cli(["DIR", "--fp16", "--dla", "1", "--workspace", "2048", "--timing-cache", "t.c",
-                 "--force"])
-    assert (args.dir, args.fp16, args.int8, args.dla, args.workspace) == ("DIR", True, False,
-                                                                          1, 2048)
-    assert args.timing_cache == "t.c" and args.force and args.calib is None
+    args = _cli(["DIR", "--dla", "1", "--workspace", "2048", "--timing-cache", "t.c", "--force"])
+    assert (args.dir, args.dla, args.workspace) == ("DIR", 1, 2048)
+    assert args.timing_cache == "t.c" and args.force
     with pytest.raises(SystemExit):
         _cli(["DIR", "--dla", "x"])
 
 
+@pytest.mark.parametrize("flags", [["--fp16"], ["--int8"], ["--int8", "--calib", "imgs"]])
+def test_cli_precision_flags_point_to_export(export, no_tensorrt, flags):
+    with pytest.raises(ConfigError, match=r"export --precision|--precision fp16") as info:
+        (a := _cli([str(export), *flags])).func(a)
+    assert "\n" not in str(info.value) and flags[0] in str(info.value)
+    assert not (export / "engines").exists()
+
+
 def test_cli_validation(export, tmp_path, no_tensorrt):
-    with pytest.raises(ConfigError, match="--int8 needs calibration images"):
-        (a := _cli([str(export), "--int8"])).func(a)
-    with pytest.raises(ConfigError, match="--calib is only used with --int8"):
-        (a := _cli([str(export), "--calib", str(tmp_path)])).func(a)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match=rf"{tmp_path / 'empty'}: no images"):
-        (a := _cli([str(export), "--int8", "--calib", str(tmp_path / "empty")])).func(a)
     with pytest.raises(InputError, match="no manifest"):
-        (a := _cli([str(tmp_path), "--fp16"])).func(a)
-    with pytest.raises(BackendUnavailable, match=r"icnseg\[tensorrt\]"):
-        (a := _cli([str(export), "--fp16"])).func(a)
+        (a := _cli([str(tmp_path)])).func(a)
+    with pytest.raises(BackendUnavailable, match=r"icnseg\[tensorrt\]") as info:
+        (a := _cli([str(export)])).func(a)
+    assert "\n" not in str(info.value)
 
 
 def test_cli_prints_built_then_reused(export, monkeypatch, capsys):
@@ -216,33 +238,14 @@ def test_cli_prints_built_then_reused(export, monkeypatch, capsys):
     real = engine.build_engines
     monkeypatch.setattr(engine, "build_engines",
                         lambda *a, **kw: real(*a, env=ENV, build_fn=FakeBuild(), **kw))
-    args = _cli([str(export), "--fp16"])
+    args = _cli([str(export)])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "building prm.onnx (fp16)" in out
+    assert "building prm.onnx (fp32, strongly typed)" in out
     assert "built  prm.onnx" in out and "built  icn.onnx" in out
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "reused prm.onnx" in out and "reused icn.onnx" in out and "building" not in out
-
-
-def test_fp32_layers_are_the_prm_rule_reciprocal_chain() -> None:
-    import onnx
-
-    from icnseg.export.engine import fp32_layers
-    from icnseg.loader import ASSETS
-
-    graph = onnx.load(str(ASSETS / "export" / "prm.onnx")).graph
-    names = [n.name for n in graph.node]
-    pinned = set(fp32_layers(names))
-    recip = [n for n in graph.node if n.op_type == "Reciprocal"]
-    assert recip and all(n.name in pinned for n in recip)
-    # everything fed by a Reciprocal up to the conv transposes is pinned; the forward is not
-    assert not any(n.op_type in ("Relu", "MaxPool") for n in graph.node if n.name in pinned)
-    convs = [n for n in graph.node if n.op_type == "Conv" and n.name.endswith(".z")]
-    assert convs and not any(c.name in pinned for c in convs)
-    assert fp32_layers(["n/layer1.0.conv1.invz_3", "n/x.gback/ConvTranspose", "n/x.grad"]) == [
-        "n/layer1.0.conv1.invz_3", "n/x.gback/ConvTranspose"]
 
 
 def test_size_range_needs_a_dynamic_size_export(export, tmp_path):
@@ -250,12 +253,12 @@ def test_size_range_needs_a_dynamic_size_export(export, tmp_path):
 
     sizes = ((64, 64), (192, 160))
     with pytest.raises(ConfigError, match="--dynamic-size"):
-        build_engines(export, "fp32", env=ENV, build_fn=FakeBuild(), size_range=sizes)
+        build_engines(export, env=ENV, build_fn=FakeBuild(), size_range=sizes)
     dyn = checkpoint_to_onnx("default", tmp_path / "dyn", dynamic_size=True).out_dir
     fake = FakeBuild()
-    results = build_engines(dyn, "fp32", env=ENV, build_fn=fake, size_range=sizes)
+    results = build_engines(dyn, env=ENV, build_fn=fake, size_range=sizes)
     icn = next(c for c in fake.calls if c["onnx"].name == "icn.onnx")
     assert icn["size_range"] == sizes and not any(r.reused for r in results)
     # another range is another engine (the profiles are part of the cache key)
-    again = build_engines(dyn, "fp32", env=ENV, build_fn=fake, size_range=((64, 64), (96, 96)))
+    again = build_engines(dyn, env=ENV, build_fn=fake, size_range=((64, 64), (96, 96)))
     assert again[0].reused and not again[1].reused

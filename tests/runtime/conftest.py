@@ -213,7 +213,7 @@ def fake_gpu(monkeypatch, tmp_path, static_export):
     def build(onnx, engine, **kw):
         engine.write_bytes(b"FAKE:" + str(onnx).encode())
 
-    build_engines(export, "fp32", build_fn=build)  # env from the stand-ins
+    build_engines(export, build_fn=build)  # env from the stand-ins
     return export, mem
 
 

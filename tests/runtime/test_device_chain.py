@@ -163,7 +163,11 @@ def test_tensorrt_engine_resolution(export, monkeypatch):
     def fake(onnx, engine, **kw):
         engine.write_bytes(b"plan:" + onnx.name.encode())
 
-    built = {r.role: r.path for r in build_engines(export, "fp16", env=ENV, build_fn=fake)}
+    import json
+
+    manifest = json.loads((export / "manifest.json").read_text())  # an fp16 export's manifest
+    (export / "manifest.json").write_text(json.dumps({**manifest, "precision": "fp16"}))
+    built = {r.role: r.path for r in build_engines(export, env=ENV, build_fn=fake)}
     assert tb.resolve_engine(export / "icn.onnx") == built["icn"]
     assert tb.resolve_engine(export / "icn.onnx", "fp16") == built["icn"]
     assert tb.resolve_engine(built["prm"]) == built["prm"]
@@ -195,4 +199,4 @@ def test_dynamic_k_export_refuses_tensorrt(tmp_path):
         ExportedModel(ASSETS / "export", backend="tensorrt", device="cuda")
     export = Path(shutil.copytree(ASSETS / "export", tmp_path / "e"))
     with pytest.raises(ConfigError, match="without --dynamic-k"):
-        build_engines(export, "fp32")
+        build_engines(export)
