@@ -22,9 +22,10 @@ def unsupported_gpu(flavour: str, version: str, compute_capability: str, gpu: st
     if flavour == "tensorrt_rtx":
         if str(compute_capability) in RTX_COMPUTE:
             return None
-        return (f"TensorRT-RTX {version} supports compute capability {', '.join(RTX_COMPUTE)}, "
-                f"not {gpu} ({compute_capability}): pip install 'icnseg[tensorrt]' (tensorrt)")
+        return (f"TensorRT-RTX {version} does not support {gpu} (compute capability "
+                f"{compute_capability}; it supports {', '.join(RTX_COMPUTE)}): "
+                "pip install 'icnseg[tensorrt]' (tensorrt) for this GPU")
     if _version(compute_capability) >= TRT_MIN_COMPUTE:
         return None
-    return (f"TensorRT {version} needs compute capability >= "
-            f"{'.'.join(map(str, TRT_MIN_COMPUTE))}; {gpu} is {compute_capability}")
+    return (f"TensorRT {version} does not support {gpu} (compute capability "
+            f"{compute_capability}; it needs >= {'.'.join(map(str, TRT_MIN_COMPUTE))})")

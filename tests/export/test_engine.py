@@ -113,7 +113,7 @@ def test_options_are_checked_first(export):
     with pytest.raises(ConfigError, match="workspace"):
         build_engines(export, workspace_mb=-1, env=ENV, build_fn=FakeBuild())
     rtx = dataclasses.replace(ENV, flavour="tensorrt_rtx")  # H100: not in RTX's matrix
-    with pytest.raises(ConfigError, match=r"TensorRT-RTX does not support .*9\.0") as info:
+    with pytest.raises(ConfigError, match=r"TensorRT-RTX .* does not support .*9\.0") as info:
         build_engines(export, env=rtx, build_fn=FakeBuild())
     assert "\n" not in str(info.value)
     _set_precision(export, "fp16")
@@ -140,7 +140,12 @@ def test_tensorrt_rtx_compute_capability_gate(cc, ok):
     else:
         with pytest.raises(ConfigError, match=f"compute capability {re.escape(cc)}"):
             check_flavour_gpu(env)
-    check_flavour_gpu(dataclasses.replace(env, flavour="tensorrt"))  # TensorRT: no gate
+    trt = dataclasses.replace(env, flavour="tensorrt")  # TensorRT 10: compute capability >= 7.5
+    if cc == "7.0":
+        with pytest.raises(ConfigError, match="compute capability 7.0; it needs >= 7.5"):
+            check_flavour_gpu(trt)
+    else:
+        check_flavour_gpu(trt)
 
 
 def test_int8_key_follows_the_calibration_set(export):
