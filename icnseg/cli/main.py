@@ -92,11 +92,28 @@ def _prefetch_depth(depth: int | None, device: str) -> int:
 
 
 def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
-    from icnseg.cli.run import FrameSegmenter, run_sources
     from icnseg.cli.sources import expand_inputs, make_sources
+    from icnseg.outdir import OutputDir, check_free_space
 
-    sources = make_sources(expand_inputs(inputs), getattr(args, "frames", None),
-                           getattr(args, "every", 1))
+    items = expand_inputs(inputs)
+    sources = make_sources(items, getattr(args, "frames", None), getattr(args, "every", 1))
+    folders = [Path(i) for i in inputs if Path(i).is_dir()]
+    out_dir = OutputDir(out, [*folders, *items], force=args.force,
+                        resume=args.resume)  # checked before any work
+    with out_dir:
+        check_free_space(out_dir.path, _expected_output_bytes(items), "the run")
+        return _run_into(model_name, sources, out_dir, args)
+
+
+def _expected_output_bytes(items) -> int:
+    """A rough upper bound of what `run` writes: JSON + overlay PNG ~ 3x each input file."""
+    return sum(3 * p.stat().st_size for p in items if isinstance(p, Path)) + (1 << 20)
+
+
+def _run_into(model_name: str, sources, out_dir, args: argparse.Namespace) -> int:
+    from icnseg.cli.run import FrameSegmenter, run_sources
+
+    out = str(out_dir.path)
     model, cfg = _load(model_name, args)
     segment_fn = FrameSegmenter(model, cfg, with_prm=args.prm_panel)
     config = {
@@ -106,7 +123,7 @@ def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
         "proposals": args.proposals,
         **cfg.to_dict(),
     }
-    summary = run_sources(segment_fn, sources, out, model.classes, config,
+    summary = run_sources(segment_fn, sources, out_dir, model.classes, config,
                           proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
                           frame_png=getattr(args, "frame_png", False),
                           depth=_prefetch_depth(getattr(args, "prefetch", None), args.device))
@@ -215,6 +232,12 @@ def _add_segment_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--nms-iou", type=float, default=None, help="mask NMS IoU (default: 0.5)")
     p.add_argument("--prm-panel", action="store_true", help="add a PRM heat-map panel")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that holds files icnseg did not write (they are "
+                        "kept; an input folder is always refused)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the whole image results of an earlier run into --out and "
+                        "segment only the rest (videos are redone)")
 
 
 def build_parser() -> argparse.ArgumentParser:
