@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from icnseg.cli.bounds import add_bounded
 from icnseg.loader import torch_available
 
 
@@ -42,12 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="device of the runtime backends (default: cpu)")
     p.add_argument("--baseline", action="store_true",
                    help="add the original PRM pipeline and report speed-ups over it")
-    p.add_argument("--iters", type=int, default=20, help="timed images per backend (default: 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed images first (default: 3)")
+    add_bounded(p, "--iters", "timed images per backend (default: 20)", default=20)
+    add_bounded(p, "--warmup", "untimed images first (default: 3)", default=3)
     p.add_argument("--images", nargs="+", default=None,
                    help="image files or folders (default: the bundled sample images)")
-    p.add_argument("--streams", type=int, default=2,
-                   help="concurrent streams for the overlapped throughput (0: skip; default: 2)")
+    add_bounded(p, "--streams", "concurrent streams for the overlapped throughput (0: skip; "
+                "default: 2)", default=2)
     p.add_argument("--cold", action=argparse.BooleanOptionalAction, default=True,
                    help="cold start and peak RSS in a fresh process per backend (default: on)")
     p.add_argument("--micro", action=argparse.BooleanOptionalAction, default=True,

@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from icnseg.cli.bounds import add_bounded
 from icnseg.cli.util import human_bytes
 from icnseg.errors import ConfigError
 
@@ -53,10 +54,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="INT8 with entropy calibration over --calib (FP16 kernels allowed too)")
     p.add_argument("--calib", metavar="IMAGES", default=None,
                    help="folder of calibration images for --int8 (.jpg/.png/.bmp)")
-    p.add_argument("--dla", type=int, metavar="N", default=None,
-                   help="run on Jetson DLA core N, GPU fallback on (needs --fp16 or --int8)")
-    p.add_argument("--workspace", type=int, metavar="MB", default=None,
-                   help="builder workspace limit in MB (default: TensorRT's)")
+    add_bounded(p, "--dla", "run on Jetson DLA core N, GPU fallback on (needs --fp16 or "
+                "--int8)", metavar="N", default=None)
+    add_bounded(p, "--workspace", "builder workspace limit in MB (default: TensorRT's)",
+                metavar="MB", default=None)
     p.add_argument("--timing-cache", metavar="FILE", default=None,
                    help="timing cache file (default: DIR/engines/timing.<gpu+trt>.cache)")
     p.add_argument("--sizes", type=int, nargs=4, metavar=("HMIN", "WMIN", "HMAX", "WMAX"),

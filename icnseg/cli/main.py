@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from icnseg import __version__
+from icnseg.cli.bounds import SYNTH_SIZE, add_bounded
 from icnseg.cli.flags import add_config_args, config_from_args
 from icnseg.cli.util import human_bytes
 from icnseg.errors import ConfigError, IcnsegError
@@ -212,15 +213,9 @@ def _add_segment_args(p: argparse.ArgumentParser) -> None:
         default="builtin",
         help="'builtin' or a folder with <stem>.mat/.json/<stem>/ per image",
     )
-    p.add_argument(
-        "--iterations", type=int, default=None, help="T, ICN passes (default: 3; 0 = naive PRM)"
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="binarisation threshold of the enhanced map (default: 0.5)",
-    )
+    add_bounded(p, "--iterations", "T, ICN passes (default: 3; 0 = naive PRM)", default=None)
+    add_bounded(p, "--threshold", "binarisation threshold of the enhanced map (default: 0.5)",
+                default=None)
     p.add_argument(
         "--rule", choices=RULES, default=None, help="PRM backprop rule (default: prm)"
     )
@@ -230,7 +225,7 @@ def _add_segment_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="proposal matching (Eq. 5) variant (default: icn)",
     )
-    p.add_argument("--nms-iou", type=float, default=None, help="mask NMS IoU (default: 0.5)")
+    add_bounded(p, "--nms-iou", "mask NMS IoU (default: 0.5)", default=None)
     p.add_argument("--prm-panel", action="store_true", help="add a PRM heat-map panel")
     p.add_argument("--force", action="store_true",
                    help="write into an --out that holds files icnseg did not write (they are "
@@ -256,10 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
     p = data.add_parser("synth", help="write a synthetic shapes dataset in PASCAL VOC layout")
     p.add_argument("--out", required=True, help="output directory (must be empty or absent)")
-    p.add_argument("--n", type=int, required=True, help="number of images")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share in val (default: 0.2)")
+    add_bounded(p, "--n", "number of images", required=True)
+    add_bounded(p, "--seed", "random seed (default: 0)", default=0)
+    add_bounded(p, "--size", "image side in pixels (default: 256)", SYNTH_SIZE, default=256)
+    add_bounded(p, "--val-fraction", "share in val (default: 0.2)", default=0.2)
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_cmd_synth)
 
@@ -298,13 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "or camera indices (0, cam:0)")
     p.add_argument("--out", required=True, help="output folder")
     _add_segment_args(p)
-    p.add_argument("--frames", type=int, default=None, metavar="N",
-                   help="segment at most N frames of each video / camera (default: all)")
-    p.add_argument("--every", type=int, default=1, metavar="N",
-                   help="segment every N-th frame of videos / cameras (default: 1)")
-    p.add_argument("--prefetch", type=int, default=None, metavar="N",
-                   help="frames decoded + prepared ahead in a thread, 0 = inline "
-                        "(default: 3 on a GPU, 0 on the CPU)")
+    add_bounded(p, "--frames", "segment at most N frames of each video / camera (default: all)",
+                default=None, metavar="N")
+    add_bounded(p, "--every", "segment every N-th frame of videos / cameras (default: 1)",
+                default=1, metavar="N")
+    add_bounded(p, "--prefetch", "frames decoded + prepared ahead in a thread, 0 = inline "
+                "(default: 3 on a GPU, 0 on the CPU)", default=None, metavar="N")
     p.add_argument("--frame-png", action="store_true",
                    help="also write an overlay PNG per video frame")
     p.set_defaults(func=_cmd_run)
@@ -312,19 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="checkpoint -> prm.onnx, icn.onnx, manifest.json")
     p.add_argument("model", help="checkpoint file or 'default'")
     p.add_argument("--out", required=True, help="export directory (must be empty or absent)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="input size (default: the model's)")
-    p.add_argument("--peaks", type=int, default=32, help="K_max, peaks per image (default: 32)")
+    add_bounded(p, "--size", "input size, multiples of 16 (default: the model's)", nargs=2,
+                metavar=("H", "W"), default=None)
+    add_bounded(p, "--peaks", "K_max, peaks per image (default: 32)", default=32)
     p.add_argument("--rule", choices=RULES, default="prm",
                    help="backward rule of the PRM graph (default: prm)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    add_bounded(p, "--opset", "ONNX opset (default: 17)", default=17)
     p.add_argument("--dynamic-size", action="store_true",
                    help="icn.onnx with dynamic H/W (prm.onnx stays at --size)")
     p.add_argument("--dynamic-k", action="store_true",
                    help="PRM backward over the image's peaks only, not K_max rows (faster on "
                         "ONNX Runtime; the TensorRT backend needs a static export)")
-    p.add_argument("--unroll", type=int, default=1,
-                   help="ICN passes chained in icn.onnx; must divide T (default: 1)")
+    add_bounded(p, "--unroll", "ICN passes chained in icn.onnx; must divide T (default: 1)",
+                default=1)
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare ONNX Runtime with PyTorch and fail above tolerance (default: on)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
