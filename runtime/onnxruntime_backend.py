@@ -151,7 +151,11 @@ class OnnxRuntimeBackend:
         """Run once on host arrays; return {name: array}."""
         session = self._session()
         names = list(outputs or self.output_names)
-        values = session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        try:
+            values = session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{self.path}: ONNX Runtime run failed ({msg})") from exc
         return dict(zip(names, values, strict=True))
 
     def run_device(
