@@ -34,27 +34,44 @@ def manifest_digest(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _bad(path: Path, key: str, problem: str) -> InputError:
-    return InputError(f"{path}: key {key!r}: {problem}; re-export the model")
+def bad_key(path: Path, key: str, problem: str, fix: str = "re-export the model",
+            error: type[InputError] = InputError) -> InputError:
+    """The one-line error for a bad key of a JSON config file."""
+    return error(f"{path}: key {key!r}: {problem}; {fix}")
 
 
-def _int(path: Path, m: Mapping, key: str, lo: int, hi: int) -> None:
+_bad = bad_key
+
+
+def check_int(path: Path, m: Mapping, key: str, lo: int, hi: int, **kw: Any) -> None:
+    """``m[key]`` is an integer in [lo, hi]."""
     v = m.get(key)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise _bad(path, key, f"must be an integer, got {json.dumps(v)}")
+        raise bad_key(path, key, f"must be an integer, got {json.dumps(v)}", **kw)
     if not lo <= v <= hi:
-        raise _bad(path, key, f"{v} is outside [{lo}, {hi}]")
+        raise bad_key(path, key, f"{v} is outside [{lo}, {hi}]", **kw)
 
 
-def _floats(path: Path, m: Mapping, key: str, n: int, positive: bool) -> None:
+def check_floats(path: Path, m: Mapping, key: str, n: int, positive: bool, **kw: Any) -> None:
+    """``m[key]`` is a list of ``n`` finite numbers (all > 0 when ``positive``)."""
     v = m.get(key)
-    ok = (isinstance(v, list) and len(v) == n
+    ok = (isinstance(v, list | tuple) and len(v) == n
           and all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
                   for x in v))
     if not ok:
-        raise _bad(path, key, f"must be a list of {n} finite numbers, got {json.dumps(v)}")
+        raise bad_key(path, key, f"must be a list of {n} finite numbers, got "
+                      f"{json.dumps(v, default=str)}", **kw)
     if positive and any(x <= 0 for x in v):
-        raise _bad(path, key, f"every value must be > 0, got {v}")
+        raise bad_key(path, key, f"every value must be > 0, got {list(v)}", **kw)
+
+
+def check_classes(path: Path, classes: Any, **kw: Any) -> None:
+    """A non-empty list of distinct, non-blank class names."""
+    if (not isinstance(classes, list | tuple) or not classes
+            or not all(isinstance(c, str) and c.strip() for c in classes)):
+        raise bad_key(path, "classes", "must be a non-empty list of class names", **kw)
+    if len(set(classes)) != len(classes):
+        raise bad_key(path, "classes", "lists a class twice", **kw)
 
 
 def _files(path: Path, files: Any) -> None:
@@ -89,12 +106,7 @@ def validate_manifest(path: str | Path, m: Mapping[str, Any]) -> None:
     if digest != actual:
         raise InputError(f"{path}: edited after export (its {DIGEST_KEY} {str(digest)[:12]}... "
                          f"!= {actual[:12]}... of its content); re-export the model")
-    classes = m.get("classes")
-    if (not isinstance(classes, list) or not classes
-            or not all(isinstance(c, str) and c.strip() for c in classes)):
-        raise _bad(path, "classes", "must be a non-empty list of class names")
-    if len(set(classes)) != len(classes):
-        raise _bad(path, "classes", "lists a class twice")
+    check_classes(path, m.get("classes"))
     size = m.get("input_size")
     if (not isinstance(size, list) or len(size) != 2
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in size)):
@@ -102,10 +114,10 @@ def validate_manifest(path: str | Path, m: Mapping[str, Any]) -> None:
     if not all(16 <= s <= MAX_INPUT_SIDE and s % 16 == 0 for s in size):
         raise _bad(path, "input_size", f"{size}: each side must be a multiple of 16 in "
                    f"[16, {MAX_INPUT_SIDE}]")
-    _floats(path, m, "mean", 3, positive=False)
-    _floats(path, m, "std", 3, positive=True)
-    _int(path, m, "k_max", 1, MAX_K)
-    _int(path, m, "unroll", 1, 50)
+    check_floats(path, m, "mean", 3, positive=False)
+    check_floats(path, m, "std", 3, positive=True)
+    check_int(path, m, "k_max", 1, MAX_K)
+    check_int(path, m, "unroll", 1, 50)
     from icnseg.settings import RULES, config_from_dict
 
     if m.get("rule") not in RULES:
