@@ -20,7 +20,8 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from icnseg import __version__
@@ -189,3 +190,31 @@ class OutputDir:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--out",
+                      inputs: Iterable[str | os.PathLike | None] = (),
+                      replaceable: Callable[[Path], bool] | None = None) -> Path:
+    """Check before the work that ``path`` can be written and replaces nothing of the user's.
+
+    An existing file is only replaced when ``replaceable(path)`` says icnseg wrote it (e.g.
+    an icnseg checkpoint or metrics file); a folder or an input is never replaced.
+    """
+    path = check_out_flag(path, flag)
+    if path.is_dir():
+        raise OutputError(f"{path}: {flag} is an existing folder; name a file")
+    for item in inputs:
+        if item is not None and Path(item).exists() and path.exists() \
+                and path.resolve() == Path(item).resolve():
+            raise OutputError(f"{path}: {flag} is also an input; name a new file")
+    if path.exists() and (replaceable is None or not replaceable(path)):
+        raise OutputError(f"{path}: {flag} exists and icnseg did not write it; name a new "
+                          "file or move it away")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from exc
+    return path

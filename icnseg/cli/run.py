@@ -166,6 +166,18 @@ def _frames(sources: Sequence, prepare: Callable[[Frame], Frame], depth: int) ->
         yield map(prepare, frames)
 
 
+def _note_large(frame: Frame, log: Callable[[str], None]) -> None:
+    """One line when a still image is so large that full-size decoding dominates the run."""
+    from icnseg.data.images import LARGE_IMAGE_PIXELS
+
+    if frame.image is not None and frame.source.kind == "images":
+        h, w = frame.image.shape[:2]
+        if h * w > LARGE_IMAGE_PIXELS:
+            log(f"icnseg: note: {frame.origin}: {w}x{h} image ({h * w / 1e6:.0f} MP) is "
+                "decoded, matched and drawn at full size: slow and memory-hungry; "
+                "downscale it for speed")
+
+
 def _inputs(sources: Sequence[ImageSource | CaptureSource]) -> list[Path | int]:
     """The input files and cameras of ``sources`` (for the --out checks)."""
     out: list[Path | int] = []
@@ -226,6 +238,7 @@ def run_sources(
             for frame in bar:
                 if frame.source is not writer.source:
                     writer.switch(frame.source, summary)
+                _note_large(frame, log)
                 try:
                     if frame.error is not None:
                         raise frame.error
