@@ -218,3 +218,30 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out",
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from exc
     return path
+
+
+def claim_in(folder: Path, rel: str) -> None:
+    """Log ``rel`` in ``folder``'s marker when ``folder`` is an icnseg output folder."""
+    if read_log(folder) is None:
+        return
+    try:
+        with open(folder / MARKER, "a", encoding="utf-8") as log:
+            log.write(rel + "\n")
+    except OSError as exc:
+        raise OutputError(f"{folder / MARKER}: cannot write ({exc.strerror or exc})") from exc
+
+
+def check_replaceable_dir(out: Path, force: bool, sign: str, what: str) -> None:
+    """``--force`` replaces a non-empty folder only when it holds ``sign`` (it is ``what``)."""
+    if force and out.is_dir() and any(out.iterdir()) and not (out / sign).is_file():
+        raise OutputError(f"{out}: --force replaces only {what} (no {sign} here); "
+                          "choose a new or empty folder")
+
+
+def is_result_json(path: Path) -> bool:
+    """True when ``path`` is a benchmark result icnseg wrote (``config`` + ``machine``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "config" in data and "machine" in data

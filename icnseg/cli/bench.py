@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from icnseg.cli.bounds import add_bounded
 from icnseg.loader import torch_available
@@ -20,6 +21,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:  # a runtime-only install, as the demo does
         backends = ("onnxruntime",)
         print("bench: PyTorch not installed: --backend onnxruntime only", file=sys.stderr)
+    if args.json:  # checked before the (long) run: the JSON and the .md beside it
+        from icnseg.outdir import check_output_file, is_result_json
+
+        check_output_file(args.json, "--json", replaceable=is_result_json)
+        md = str(Path(args.json).with_suffix(".md"))
+        check_output_file(md, "--json (its .md)",
+                          replaceable=lambda p: is_result_json(p.with_suffix(".json")))
     cfg = BenchConfig(model=args.model, backends=backends, device=args.device,
                       baseline=args.baseline, iters=args.iters, warmup=args.warmup,
                       images=tuple(args.images or ()), streams=args.streams,

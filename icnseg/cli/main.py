@@ -17,7 +17,10 @@ from icnseg.settings import RULES
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from icnseg.data.synth import generate
+    from icnseg.outdir import check_out_flag, check_replaceable_dir
 
+    check_replaceable_dir(check_out_flag(args.out), args.force, "classes.txt",
+                          "a dataset `icnseg data synth` wrote")
     out = generate(
         args.out,
         args.n,
@@ -150,8 +153,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from icnseg.data.images import check_memory
     from icnseg.export.exporter import checkpoint_to_onnx
+    from icnseg.outdir import check_not_input, check_out_flag, check_replaceable_dir
 
+    out = check_out_flag(args.out)
+    if args.model != "default" and Path(args.model).exists():
+        check_not_input(out, [Path(args.model)] + ([Path(args.model).parent]
+                                                  if args.force else []))
+    check_replaceable_dir(out, args.force, "manifest.json", "an icnseg export")
+    if args.size:  # the PRM backward holds ~K_max x 8 float maps of H x W (tracing, autograd)
+        h, w = args.size
+        check_memory(h * w * args.peaks * 4 * 8, "--size/--peaks",
+                     f"exporting at {h}x{w} with K_max {args.peaks}", "lower them")
     result = checkpoint_to_onnx(
         args.model,
         args.out,
@@ -177,14 +191,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from icnseg.eval_files import evaluate_dirs, format_table, write_metrics
+    from icnseg.eval_files import (
+        evaluate_dirs,
+        format_table,
+        is_metrics_file,
+        metrics_name,
+        write_metrics,
+    )
+    from icnseg.outdir import check_output_file, claim_in
 
+    out = args.json or str(Path(args.pred_dir) / metrics_name(args.split))
+    check_output_file(out, "--json", replaceable=is_metrics_file)  # before the work
     metrics = evaluate_dirs(args.pred_dir, args.gt, split=args.split)
     print(format_table(metrics))
     if metrics.get("predictions_outside_split"):
         print(f"note: {metrics['predictions_outside_split']} prediction(s) for images outside "
               f"the {args.split!r} split were not scored")
-    out = args.json or str(Path(args.pred_dir) / "metrics.json")
+    claim_in(Path(out).parent, Path(out).name)  # an icnseg output folder logs it as its own
     write_metrics(out, metrics)
     print(f"metrics written to {out}")
     return 0
@@ -328,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pred_dir", help="folder of <stem>.json written by `icnseg run`")
     p.add_argument("--gt", required=True, help="VOC-layout ground truth root")
     p.add_argument("--split", default="val", help="ImageSets/Segmentation split (default: val)")
-    p.add_argument("--json", default=None, help="metrics file (default: PRED_DIR/metrics.json)")
+    p.add_argument("--json", default=None, help="metrics file (default: PRED_DIR/metrics.json "
+                   "for val, PRED_DIR/metrics-SPLIT.json for another split)")
     p.set_defaults(func=_cmd_eval)
 
     from icnseg.cli import bench as cli_bench

@@ -70,11 +70,17 @@ def available_memory() -> int | None:
 
 def check_pixels(path: Path, width: int, height: int) -> None:
     """DataError before decoding an image whose processing would not fit in memory."""
-    need = width * height * BYTES_PER_PIXEL
+    check_memory(width * height * BYTES_PER_PIXEL, str(path),
+                 f"a {width}x{height} image", "downscale it first")
+
+
+def check_memory(need: int, label: str, what: str, fix: str) -> None:
+    """DataError ``"{label}: {what} needs ~X GiB, Y GiB is available; {fix}"`` before
+    allocating ``need`` bytes that the system does not have."""
     free = available_memory()
     if free is not None and need > free:
-        raise DataError(f"{path}: {width}x{height} image needs about {need / 2**30:.1f} GiB to "
-                        f"process, {free / 2**30:.1f} GiB is available; downscale it first")
+        raise DataError(f"{label}: {what} needs about {need / 2**30:.1f} GiB, "
+                        f"{free / 2**30:.1f} GiB is available; {fix}")
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
