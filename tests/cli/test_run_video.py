@@ -15,6 +15,7 @@ from icnseg.cli.run import FrameSegmenter, run_sources
 from icnseg.cli.sources import CaptureSource, Frame, make_sources
 from icnseg.data.synth import render_sample, sample_rng
 from icnseg.errors import InputError
+from icnseg.outdir import MARKER
 
 ORT = ["--backend", "onnxruntime"]
 
@@ -85,7 +86,7 @@ def test_video_gives_frame_json_and_annotated_video(clip, tmp_path, capsys):
     assert len(frames) == 5 and frames[0].shape == (48, 64, 3) and fps == pytest.approx(12.0)
     assert "5 frame(s) of 1 video(s) segmented" in stdout and "0 failed" in stdout
     assert f"annotated video: {out / 'clip.mp4'}" in stdout
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]
 
 
 def test_truncated_video_keeps_decoded_frames_and_fails(tmp_path, capsys):
@@ -186,7 +187,7 @@ def test_interrupted_video_leaves_no_half_file(clip, tmp_path):
         run_sources(fn, make_sources([clip]), out, ["x"], {}, progress=False)
     assert len(list((out / "clip").glob("*.json"))) == 2
     assert not (out / "clip.mp4").exists()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]
     assert threading.active_count() == before  # the prefetch thread is gone
 
     fn = _fake_segment(2, RuntimeError("bug"))
