@@ -24,21 +24,6 @@ corpus = _load("faults_corpus", "corpus.py")
 _load("faults_corpus_cli", "corpus_cli.py")
 
 
-def write_video(path: Path, frames: int, size: int = 64) -> Path:
-    """An MJPG video of a square moving over a gradient."""
-    import cv2
-    import numpy as np
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (size, size))
-    base = np.linspace(0, 255, size * size * 3).reshape(size, size, 3).astype(np.uint8)
-    for i in range(frames):
-        img = base.copy()
-        cv2.rectangle(img, (i % 40, 10), (i % 40 + 20, 30), (0, 0, 255), -1)
-        writer.write(img)
-    writer.release()
-    return path
-
-
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory) -> corpus.Assets:
     """Clean inputs, made once: sample images, shipped export/checkpoint, dataset, run, video."""
@@ -55,4 +40,4 @@ def assets(tmp_path_factory) -> corpus.Assets:
                  "--backend", "onnxruntime"]) == 0
     return corpus.Assets(images=images, export=ASSETS / "export",
                          checkpoint=ASSETS / "default.safetensors", dataset=dataset, pred=pred,
-                         video=write_video(root / "v.avi", 12))
+                         video=corpus.write_video(root / "v.avi", 12))

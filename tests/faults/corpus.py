@@ -42,6 +42,21 @@ class Call:
     exit_code: int = 1  # 2 for argparse refusals
 
 
+def write_video(path: Path, frames: int, size: int = 64) -> Path:
+    """An MJPG video of a square moving over a gradient."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (size, size))
+    base = np.linspace(0, 255, size * size * 3).reshape(size, size, 3).astype(np.uint8)
+    for i in range(frames):
+        img = base.copy()
+        cv2.rectangle(img, (i % 40, 10), (i % 40 + 20, 30), (0, 0, 255), -1)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+
 CASES: dict[str, Callable[[Path, Assets], Call]] = {}
 
 
