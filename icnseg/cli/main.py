@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_args(p)
     add_bounded(p, "--frames", "segment at most N frames of each video / camera (default: all)",
                 default=None, metavar="N")
-    add_bounded(p, "--every", "segment every N-th frame of videos / cameras (default: 1)",
+    add_bounded(p, "--every", "segment every N-th frame of videos / cameras; the annotated video "
+                "plays at the input's fps / N, at least 1 fps (default: 1)",
                 default=1, metavar="N")
     add_bounded(p, "--prefetch", "frames decoded + prepared ahead in a thread, 0 = inline "
                 "(default: 3 on a GPU, 0 on the CPU)", default=None, metavar="N")

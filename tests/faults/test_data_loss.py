@@ -176,3 +176,15 @@ def test_rerun_never_mixes_two_runs_frames(tmp_path, every):
     assert main(["run", EXPORT, str(video), "--out", str(out), *ORT, "--every", str(every),
                  "--frames", "3"]) == 0
     assert _visible(out) == ["clip.mp4", *[f"clip/{i * every:06d}.json" for i in range(3)]]
+
+
+def test_largest_every_still_writes_a_playable_video(tmp_path):
+    import cv2
+
+    video = write_video(tmp_path / "clip.avi", 6)
+    out = tmp_path / "out"
+    assert main(["run", EXPORT, str(video), "--out", str(out), *ORT, "--every", "100000"]) == 0
+    assert _visible(out) == ["clip.mp4", "clip/000000.json"]
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(1.0) and cap.read()[0]
+    cap.release()
