@@ -17,10 +17,12 @@ from icnseg.settings import RULES
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from icnseg.data.synth import generate
-    from icnseg.outdir import check_out_flag, check_replaceable_dir
+    from icnseg.outdir import check_free_space, check_out_flag, check_replaceable_dir
 
-    check_replaceable_dir(check_out_flag(args.out), args.force, "classes.txt",
-                          "a dataset `icnseg data synth` wrote")
+    out = check_out_flag(args.out)
+    check_replaceable_dir(out, args.force, "classes.txt", "a dataset `icnseg data synth` wrote")
+    # JPEG + two PNG label maps + XML: ~1 byte per pixel measured at 256 px, doubled
+    check_free_space(out, 2 * args.n * args.size * args.size, f"--n {args.n} --size {args.size}")
     out = generate(
         args.out,
         args.n,

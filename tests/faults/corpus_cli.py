@@ -271,3 +271,9 @@ def _(d, a):
     return Call(["train", "stage1", "--data", "ds", "--out", "c.pt", "--backbone", "tiny",
                  "--input-size", "64", "--epochs", "1"], victim.name,
                 outputs=["c.pt", "c.pt.resume.pt"])
+
+
+@case("synth-more-than-the-disk-holds")
+def _(d, a):
+    return Call(["data", "synth", "--out", "ds", "--n", "1000000", "--size", "4096"],
+                "MiB free", outputs=["ds"])
