@@ -143,9 +143,12 @@ def test_stride_limit_and_frame_pngs(tmp_path, capsys):
 
 
 def test_bad_frame_options(clip, tmp_path, capsys):
-    rc, _, errors = _run(["run", "default", str(clip), "--out", str(tmp_path / "o"),
-                          "--every", "0", *ORT], capsys)
-    assert rc == 1 and errors == ["icnseg: error: --every must be >= 1, got 0"]
+    with pytest.raises(SystemExit) as exc:  # refused by the bound, before anything runs
+        main(["run", "default", str(clip), "--out", str(tmp_path / "o"), "--every", "0", *ORT])
+    err = capsys.readouterr().err.splitlines()
+    assert exc.value.code == 2 and err[-1] == ("icnseg run: error: argument --every: 0 is "
+                                               "outside [1, 100000]")
+    assert not (tmp_path / "o").exists()
 
 
 def test_prepared_halves_equal_the_one_shot_pipeline(clip):
