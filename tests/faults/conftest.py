@@ -21,7 +21,8 @@ def _load(name: str, file: str):
 
 
 corpus = _load("faults_corpus", "corpus.py")
-_load("faults_corpus_cli", "corpus_cli.py")
+for _part in ("ckpt", "export", "cli"):
+    _load(f"faults_corpus_{_part}", f"corpus_{_part}.py")
 
 
 @pytest.fixture(scope="session")
