@@ -124,6 +124,7 @@ class OutputDir:
         if out.exists() and not out.is_dir():
             raise OutputError(f"{out}: {flag} exists and is not a folder")
         check_not_input(out, inputs, flag)
+        self.created = not out.exists()  # removed again if the run fails before any output
         logged = read_log(out) if out.is_dir() else None
         if resume and logged is None and out.is_dir() and any(out.iterdir()):
             raise OutputError(f"{out}: --resume needs a folder an earlier icnseg run wrote "
@@ -188,8 +189,12 @@ class OutputDir:
     def __enter__(self) -> OutputDir:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *rest: object) -> None:
         self.close()
+        if exc_type is not None and self.created and not self._claimed:
+            with contextlib.suppress(OSError):
+                (self.path / MARKER).unlink()
+                self.path.rmdir()
 
 
 def check_output_file(path: str | os.PathLike, flag: str = "--out",
