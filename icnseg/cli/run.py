@@ -182,7 +182,10 @@ def _inputs(sources: Sequence[ImageSource | CaptureSource]) -> list[Path | int]:
     """The input files and cameras of ``sources`` (for the --out checks)."""
     out: list[Path | int] = []
     for source in sources:
-        out.extend(source.paths if isinstance(source, ImageSource) else [source.target])
+        if isinstance(source, ImageSource):
+            out.extend(source.paths)
+        elif isinstance(getattr(source, "target", None), Path):
+            out.append(source.target)
     return out
 
 
