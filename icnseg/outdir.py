@@ -144,7 +144,11 @@ class OutputDir:
                     else:
                         (out / p).unlink()
         self.kept: set[str] = set()
+        root = out.resolve()
         for rel in sorted(logged or ()):
+            parent = (out / rel).resolve().parent
+            if parent != root and root not in parent.parents:
+                continue  # reached through a symlink: not inside this folder, never touched
             keep = resume and "/" not in rel and Path(rel).suffix in (".json", ".png")
             if keep and is_whole(out / rel):
                 self.kept.add(rel)

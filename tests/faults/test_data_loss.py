@@ -188,3 +188,17 @@ def test_largest_every_still_writes_a_playable_video(tmp_path):
     cap = cv2.VideoCapture(str(out / "clip.mp4"))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(1.0) and cap.read()[0]
     cap.release()
+
+
+def test_a_symlink_in_the_output_folder_never_leads_outside(tmp_path):
+    imgs = _images(tmp_path / "imgs", 1)
+    video = write_video(tmp_path / "clip.avi", 3)
+    out = tmp_path / "out"
+    assert main(["run", EXPORT, str(video), "--out", str(out), *ORT]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "000000.json").write_text("the user's")
+    shutil.rmtree(out / "clip")
+    os.symlink(elsewhere, out / "clip")  # the logged clip/000000.json now points outside
+    assert main(["run", EXPORT, str(imgs), "--out", str(out), *ORT, "--force"]) == 0
+    assert (elsewhere / "000000.json").read_text() == "the user's"
