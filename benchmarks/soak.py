@@ -136,6 +136,28 @@ def soak(model: str, frames: int, interval: float, backend: str, work: Path,
     }
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """A short table of the figures (and whether the run completed)."""
+    m = result.get("machine", {})
+    rows = [("frames written", f"{result['frames_written']} of {result['frames']}"
+             + ("" if result.get("complete") else " (run stopped before the end)")),
+            ("steady fps", result.get("fps_steady")),
+            ("RSS at first frame (MB)", result.get("rss_mb_start")),
+            (f"RSS at {result['warmup_frames']} frames (MB)", result.get("rss_mb_warm")),
+            ("RSS at the end (MB)", result.get("rss_mb_end")),
+            ("RSS max (MB)", result.get("rss_mb_max")),
+            ("RSS slope after warm-up (KB/frame)",
+             None if result.get("slope_kb_per_frame") is None
+             else f"{result['slope_kb_per_frame']:.2f}")]
+    lines = ["# Soak: video frames through `icnseg run`", "",
+             f"`{result['command']}`", "",
+             f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores "
+             "(shared with other jobs while it ran)", "",
+             "| figure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the soak, print the figures, optionally write them as JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -145,8 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=2000)
     p.add_argument("--interval", type=float, default=5.0, help="seconds between RSS samples")
     p.add_argument("--warmup", type=int, default=WARMUP_FRAMES)
-    p.add_argument("--json", default=None, help="write the result here")
+    p.add_argument("--json", default=None, help="write the result here (+ .md beside it)")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="only write the .md of an earlier result file")
     args = p.parse_args(argv)
+    if args.render:
+        result = json.loads(Path(args.render).read_text())
+        write_text(Path(args.render).with_suffix(".md"), markdown(result))
+        return 0
     if args.frames < 1 or args.interval <= 0 or args.warmup < 0:
         p.error("--frames >= 1, --interval > 0, --warmup >= 0")
     from icnseg.loader import ASSETS
@@ -160,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(summary, indent=1))
     if args.json:
         write_text(args.json, json.dumps(result, indent=1) + "\n")
+        write_text(Path(args.json).with_suffix(".md"), markdown(result))
     return 0 if result["complete"] else 1
 
 
