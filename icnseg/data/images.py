@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,12 @@ def open_image(path: Path, what: str) -> Image.Image:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file, not a readable {what}")
     try:
-        im = Image.open(path)
-        _check_single_frame(path, im, what)
-        check_pixels(path, im.size[0], im.size[1])  # before decoding allocates them
-        im.load()  # decodes everything; raises on truncation (ImageFile.LOAD_TRUNCATED_IMAGES off)
+        with warnings.catch_warnings():  # Pillow warns on damaged metadata; the error says it
+            warnings.simplefilter("ignore")
+            im = Image.open(path)
+            _check_single_frame(path, im, what)
+            check_pixels(path, im.size[0], im.size[1])  # before decoding allocates them
+            im.load()  # decodes all; raises on truncation (LOAD_TRUNCATED_IMAGES is off)
     except DataError:
         raise
     except Exception as exc:  # Pillow decoders raise many types (OSError, SyntaxError, ...)

@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,17 @@ def _run_cli(argv: list[str]) -> tuple[int, str]:
     from icnseg.cli import main
 
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with (contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()),
+          warnings.catch_warnings(record=True) as caught):
+        warnings.simplefilter("always")  # a warning would be extra lines on the terminal
         try:
             rc = main(argv)
         except SystemExit as exc:  # argparse refusals
             rc = exc.code if isinstance(exc.code, int) else 1
-    return rc, err.getvalue()
+    hidden = (ResourceWarning, DeprecationWarning, PendingDeprecationWarning, ImportWarning)
+    extra = "".join(f"{w.category.__name__}: {w.message}\n" for w in caught
+                    if not issubclass(w.category, hidden))  # those Python shows by default
+    return rc, err.getvalue() + extra
 
 
 def _alarm(signum, frame):
