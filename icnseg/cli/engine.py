@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from icnseg.cli.bounds import add_bounded
+from icnseg.cli.bounds import BOUNDS, add_bounded
 from icnseg.cli.util import human_bytes
 from icnseg.errors import ConfigError
 
@@ -60,9 +60,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                 metavar="MB", default=None)
     p.add_argument("--timing-cache", metavar="FILE", default=None,
                    help="timing cache file (default: DIR/engines/timing.<gpu+trt>.cache)")
-    p.add_argument("--sizes", type=int, nargs=4, metavar=("HMIN", "WMIN", "HMAX", "WMAX"),
-                   default=None, help="H/W profile range of a --dynamic-size icn.onnx "
-                   "(default: the export's input size)")
+    add_bounded(p, "--sizes", "H/W profile range of a --dynamic-size icn.onnx (default: the "
+                "export's input size)", BOUNDS["size"], nargs=4,
+                metavar=("HMIN", "WMIN", "HMAX", "WMAX"), default=None)
     p.add_argument("--force", action="store_true", help="rebuild even when a valid engine exists")
     p.set_defaults(func=cmd_build_engine)
     return p
