@@ -182,8 +182,12 @@ def _timed_loop(loaded: Loaded, inputs: list[dict[str, Any]], warmup: int, iters
                 sync: Callable[[], None] | None = None) -> dict[str, dict[str, list[float]]]:
     """Round-robin over runners; per runner {stage, 'e2e' or 'e2e_no_proposals': [seconds
     per timed image]}; every image makes its built-in proposals (the "proposals" stage)."""
+    from tqdm import tqdm
+
     out: dict[str, dict[str, list[float]]] = {n: {} for n in loaded.runners}
-    for it in range(warmup + iters):
+    # a progress bar on a terminal only (disable=None); it is outside every timed span
+    for it in tqdm(range(warmup + iters), desc="bench", unit="image", disable=None,
+                   leave=False):
         item = inputs[it % len(inputs)]
         for name, runner in loaded.runners.items():
             timer = StageTimer(sync)

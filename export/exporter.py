@@ -19,6 +19,7 @@ from icnseg.artifacts.manifest import (
     metadata_entries,
     sha256_file,
 )
+from icnseg.artifacts.manifest_schema import DIGEST_KEY, manifest_digest
 from icnseg.errors import CheckpointError, ConfigError, ExportError
 from icnseg.fileio import atomic_dir
 from icnseg.settings import SegmentConfig, check_rule, config_from_dict
@@ -182,6 +183,7 @@ def write_export(tmp: Path, graphs: dict[str, Any], facts: dict[str, Any],
         files[role].setdefault("precision", "fp32")
         sizes[FILES[role]] = len(data)
     manifest = {**facts, "files": files}
+    manifest[DIGEST_KEY] = manifest_digest(manifest)  # any later edit is detected
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     (tmp / MANIFEST).write_text(text, encoding="utf-8")
     sizes[MANIFEST] = len(text.encode())

@@ -92,8 +92,10 @@ def _add_accuracy(tmp: Path, manifest: dict[str, Any], record: dict[str, Any]
     import json
 
     from icnseg.artifacts.manifest import MANIFEST
+    from icnseg.artifacts.manifest_schema import DIGEST_KEY, manifest_digest
 
     manifest = {**manifest, "accuracy": record}
+    manifest[DIGEST_KEY] = manifest_digest(manifest)  # the record is part of what is checked
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     (tmp / MANIFEST).write_text(text, encoding="utf-8")
     sizes = {entry["path"]: int(entry["bytes"]) for entry in manifest["files"].values()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -63,6 +64,24 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], config: dict
         else:
             torch.save({"icnseg": json.dumps(meta), "state": state}, tmp)
     return path
+
+
+def is_pickle_refusal(exc: BaseException) -> bool:
+    """True when torch.load(weights_only=True) refused a pickled object (not a damaged file)."""
+    text = str(exc)
+    return "Unsupported global" in text or "weights_only" in text
+
+
+def load_failure(exc: BaseException) -> str:
+    """One line saying why a torch / safetensors file did not load (torch's advice to retry
+    with weights_only=False is dropped: that is how a malicious file would run its code)."""
+    text = str(exc)
+    if is_pickle_refusal(exc):
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"contains pickled code or objects{what}; refused: icnseg loads plain tensors "
+                "only and never unpickles code")
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def _sniff(path: Path) -> str:
@@ -124,8 +143,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except CheckpointError:
         raise
     except Exception as exc:  # torch/safetensors raise many types for damaged files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            msg = "contains pickled code or objects; refusing to load it (weights_only=True)"
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({msg})") from exc
+        if is_pickle_refusal(exc):
+            raise CheckpointError(f"{path}: {load_failure(exc)}") from exc
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint "
+                              f"({load_failure(exc)})") from exc
     return Checkpoint(path=path, state=state, config=_parse_meta(path, raw))

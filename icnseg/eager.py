@@ -16,7 +16,7 @@ import numpy as np
 from icnseg.base_segmenter import SegmenterBase
 from icnseg.checkpoint import Checkpoint
 from icnseg.data.transforms import MEAN, STD
-from icnseg.errors import CheckpointError, ConfigError
+from icnseg.errors import ConfigError
 from icnseg.loader import TORCH
 from icnseg.segmenter import Clock, Prepared, Stages, no_clock
 from icnseg.settings import SegmentConfig
@@ -46,13 +46,11 @@ class EagerModel(SegmenterBase):
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint) -> EagerModel:
         """Build the modules a checkpoint describes and load its weights (eval mode)."""
+        from icnseg.config_schema import validate_checkpoint_config
         from icnseg.models.build import build_classifier, build_icn, load_strict
 
         cfg = ckpt.config
-        for key in ("classes", "backbone", "input_size"):
-            if key not in cfg:
-                raise CheckpointError(
-                    f"{ckpt.path}: config lacks '{key}' (not an icnseg checkpoint?)")
+        validate_checkpoint_config(ckpt.path, cfg)
         classifier = build_classifier(cfg)
         load_strict(classifier, ckpt.sub_state("classifier"), Path(ckpt.path), "classifier")
         icn = build_icn(cfg)

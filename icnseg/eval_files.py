@@ -60,7 +60,30 @@ def _prediction_files(pred_dir: str | os.PathLike) -> dict[str, Path]:
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise InputError(f"{pred_dir}: prediction directory not found")
-    return {p.stem: p for p in sorted(pred_dir.glob("*.json")) if p.name != METRICS_FILE}
+    found = {p.stem: p for p in sorted(pred_dir.glob("*.json")) if not is_metrics_name(p.name)}
+    if not found:
+        raise InputError(f"{pred_dir}: no prediction files (<image>.json from `icnseg run`)")
+    return found
+
+
+def metrics_name(split: str) -> str:
+    """Default metrics file of a split: metrics.json for val, metrics-<split>.json otherwise."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in split)
+    return METRICS_FILE if split == "val" else f"{Path(METRICS_FILE).stem}-{safe}.json"
+
+
+def is_metrics_name(name: str) -> bool:
+    """True for the names metrics files get (never read as predictions)."""
+    stem = Path(METRICS_FILE).stem
+    return name == METRICS_FILE or (name.startswith(f"{stem}-") and name.endswith(".json"))
+
+
+def is_metrics_file(path: Path) -> bool:
+    """True when ``path`` is a metrics JSON icnseg wrote (so a rerun may replace it)."""
+    try:
+        return "mAP_r" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def load_predictions(
@@ -95,7 +118,13 @@ def evaluate_dirs(
     images = Path(voc_dir) / "JPEGImages"
     unknown = [i for i in outside if not (images / f"{i}.jpg").exists()]
     if unknown:
-        raise InputError(f"{files[unknown[0]]}: image {unknown[0]!r} is not in {voc_dir}")
+        i = unknown[0]
+        annotated = [Path(voc_dir) / d / f"{i}{ext}" for d, ext in (
+            ("Annotations", ".xml"), ("SegmentationObject", ".png"))]
+        if any(p.exists() for p in annotated):  # the ground truth lost its image
+            raise InputError(f"{images / f'{i}.jpg'}: missing from the ground truth "
+                             f"({next(p for p in annotated if p.exists())} exists)")
+        raise InputError(f"{files[i]}: image {i!r} is not in {voc_dir}")
     acc = _Accumulator(len(classes), iou_thresholds, matching, semantic_score_threshold)
     for i, image_id in enumerate(ds.ids):
         s = ds[i]

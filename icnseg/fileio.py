@@ -22,6 +22,13 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
+def is_temp_name(name: str) -> bool:
+    """True for the hidden names this module's temp files and folders get (``.x.<rand>.tmp``,
+    ``.x.<rand>.mp4.tmp.mp4``, ``.x.old.<pid>``), so a rerun can clean up after a killed one."""
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name
+                                     or ".old." in name)
+
+
 def _temp_sibling(path: Path, suffix: str = "") -> Path:
     """Create and return a temp file next to ``path`` (same filesystem, so rename is atomic)."""
     try:

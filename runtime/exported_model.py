@@ -26,6 +26,19 @@ from icnseg.segmenter import Clock, Prepared, Stages, no_clock
 from icnseg.settings import SegmentConfig, config_from_dict
 
 
+def _check_loaded_graph(path: Path, manifest: dict, role: str, backend: Backend) -> None:
+    """The graph's shapes and embedded facts against the manifest (ONNX Runtime sessions)."""
+    from icnseg.artifacts.manifest_schema import check_graph
+
+    session = getattr(backend, "session", None)
+    if session is None:  # TensorRT engines: their sidecar ties them to the ONNX sha256
+        return
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    embedded = session.get_modelmeta().custom_metadata_map.get("icnseg.manifest")
+    check_graph(path, manifest, role, inputs, outputs, embedded)
+
+
 class ExportedModel(SegmenterBase):
     """An export directory loaded for inference (``icnseg.load(EXPORT_DIR)``)."""
 
@@ -71,6 +84,13 @@ class ExportedModel(SegmenterBase):
             )
         except BaseException:
             self.prm.close()
+            raise
+        try:
+            for role, b in (("prm", self.prm), ("icn", self.icn)):
+                if b is not None:
+                    _check_loaded_graph(files[role], self.manifest, role, b)
+        except BaseException:
+            self.close()
             raise
         # Chain the graphs on the device (no host round-trip between prm and icn) on a GPU;
         # on the CPU host arrays are as fast.

@@ -91,8 +91,11 @@ def read_manifest(export_dir: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"{path}: manifest version {manifest.get('version')} is not supported "
                          f"(this icnseg reads version {FORMAT_VERSION})")
     missing = [k for k in _REQUIRED if k not in manifest]
-    if missing or "prm" not in manifest["files"]:
-        raise InputError(f"{path}: manifest lacks {', '.join(missing) or 'files.prm'}")
+    if missing:
+        raise InputError(f"{path}: manifest lacks {', '.join(missing)}")
+    from icnseg.artifacts.manifest_schema import validate_manifest
+
+    validate_manifest(path, manifest)
     return manifest
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from icnseg.cli.bounds import add_bounded
 from icnseg.loader import (
     BACKENDS,
     ONNXRUNTIME,
@@ -27,6 +29,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:  # a runtime-only install, as the demo does
         backends = (ONNXRUNTIME,)
         print("bench: PyTorch not installed: --backend onnxruntime only", file=sys.stderr)
+    if args.json:  # checked before the (long) run: the JSON and the .md beside it
+        from icnseg.outdir import check_output_file, is_result_json
+
+        check_output_file(args.json, "--json", replaceable=is_result_json)
+        md = str(Path(args.json).with_suffix(".md"))
+        check_output_file(md, "--json (its .md)",
+                          replaceable=lambda p: is_result_json(p.with_suffix(".json")))
     device = args.device
     if args.provider is not None:  # ONNX Runtime's TensorRT provider is device "tensorrt"
         device = device_for(ONNXRUNTIME, args.device, args.provider)
@@ -61,12 +70,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="ONNX Runtime's GPU execution provider: cuda or tensorrt (default: cuda)")
     p.add_argument("--baseline", action="store_true",
                    help="add the original PRM pipeline and report speed-ups over it")
-    p.add_argument("--iters", type=int, default=20, help="timed images per backend (default: 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed images first (default: 3)")
+    add_bounded(p, "--iters", "timed images per backend (default: 20)", default=20)
+    add_bounded(p, "--warmup", "untimed images first (default: 3)", default=3)
     p.add_argument("--images", nargs="+", default=None,
                    help="image files or folders (default: the bundled sample images)")
-    p.add_argument("--streams", type=int, default=2,
-                   help="concurrent streams for the overlapped throughput (0: skip; default: 2)")
+    add_bounded(p, "--streams", "concurrent streams for the overlapped throughput (0: skip; "
+                "default: 2)", default=2)
     p.add_argument("--cold", action=argparse.BooleanOptionalAction, default=True,
                    help="cold start and peak RSS in a fresh process per backend (default: on)")
     p.add_argument("--micro", action=argparse.BooleanOptionalAction, default=True,
@@ -76,9 +85,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "outputs are still checked against torch); repeatable: several "
                         "exports (e.g. fp32 and int8) run side by side as onnxruntime[int8], "
                         "checked against the fp32 one with the precision's tolerance")
-    p.add_argument("--budget-frames", type=int, default=10, metavar="N",
-                   help="frames per video (96/224/448 px) of the per-frame budget table "
-                        "(0: skip; default: 10)")
+    add_bounded(p, "--budget-frames", "frames per video (96/224/448 px) of the per-frame "
+                "budget table (0: skip; default: 10)", default=10, metavar="N")
     p.add_argument("--json", default=None, help="write the result here (+ .md next to it)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="PNG of per-stage latency per backend (needs the 'plot' extra)")

@@ -19,6 +19,7 @@ from icnseg.cli.frame import Frame
 from icnseg.errors import ConfigError, IcnsegError, InputError
 
 DEFAULT_FPS = 25.0  # used when a video or camera reports no (or an absurd) frame rate
+MIN_OUTPUT_FPS = 1.0  # slowest annotated video written (a large --every would go below)
 _URL = re.compile(r"(rtsps?|rtmp|https?)://\S+", re.IGNORECASE)
 
 
@@ -89,8 +90,9 @@ class CaptureSource:
 
     @property
     def output_fps(self) -> float:
-        """Frame rate of the annotated video: the input's, divided by the stride."""
-        return self.fps / self.every
+        """Frame rate of the annotated video: the input's divided by the stride, at least
+        MIN_OUTPUT_FPS (OpenCV cannot write mp4v below ~0.001 fps; players stall below 1)."""
+        return max(self.fps / self.every, MIN_OUTPUT_FPS)
 
     def _open(self):
         import cv2

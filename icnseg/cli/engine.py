@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from icnseg.cli.bounds import BOUNDS, add_bounded
 from icnseg.cli.util import human_bytes
 from icnseg.errors import ConfigError
 
@@ -56,16 +57,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--int8", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--calib", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--dla", type=int, metavar="N", default=None,
-                   help="run on Jetson DLA core N, GPU fallback on (needs an fp16 or int8 "
-                   "export)")
-    p.add_argument("--workspace", type=int, metavar="MB", default=None,
-                   help="builder workspace limit in MB (default: TensorRT's)")
+    add_bounded(p, "--dla", "run on Jetson DLA core N, GPU fallback on (needs an fp16 or int8 "
+                "export)", metavar="N", default=None)
+    add_bounded(p, "--workspace", "builder workspace limit in MB (default: TensorRT's)",
+                metavar="MB", default=None)
     p.add_argument("--timing-cache", metavar="FILE", default=None,
                    help="timing cache file (default: DIR/engines/timing.<gpu+trt>.cache)")
-    p.add_argument("--sizes", type=int, nargs=4, metavar=("HMIN", "WMIN", "HMAX", "WMAX"),
-                   default=None, help="H/W profile range of a --dynamic-size icn.onnx "
-                   "(default: the export's input size)")
+    add_bounded(p, "--sizes", "H/W profile range of a --dynamic-size icn.onnx (default: the "
+                "export's input size)", BOUNDS["size"], nargs=4,
+                metavar=("HMIN", "WMIN", "HMAX", "WMAX"), default=None)
     p.add_argument("--force", action="store_true", help="rebuild even when a valid engine exists")
     p.set_defaults(func=cmd_build_engine)
     return p

@@ -9,6 +9,8 @@ import re
 import typing
 from collections.abc import Sequence
 
+from icnseg.cli.bounds import BOUNDS, add_bounded
+
 
 def field_comments(cls: type) -> dict[str, str]:
     """Map each field of a config dataclass to the comment written beside it in the source."""
@@ -41,6 +43,9 @@ def add_config_args(p: argparse.ArgumentParser, cls: type, skip: Sequence[str] =
                 default=None,
                 help=f"{notes.get(f.name, '')} (default: {f.default})",
             )
+        elif f.name in BOUNDS and base in (int, float):
+            add_bounded(p, flag, f"{notes.get(f.name, '')} (default: {f.default})",
+                        default=None, dest=f.name)
         else:
             p.add_argument(
                 flag,

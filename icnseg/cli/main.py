@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from icnseg import __version__
+from icnseg.cli.bounds import SYNTH_SIZE, add_bounded
 from icnseg.cli.flags import add_config_args, config_from_args
 from icnseg.cli.util import human_bytes
 from icnseg.errors import ConfigError, IcnsegError
@@ -16,7 +17,12 @@ from icnseg.settings import RULES
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from icnseg.data.synth import generate
+    from icnseg.outdir import check_free_space, check_out_flag, check_replaceable_dir
 
+    out = check_out_flag(args.out)
+    check_replaceable_dir(out, args.force, "classes.txt", "a dataset `icnseg data synth` wrote")
+    # JPEG + two PNG label maps + XML: ~1 byte per pixel measured at 256 px, doubled
+    check_free_space(out, 2 * args.n * args.size * args.size, f"--n {args.n} --size {args.size}")
     out = generate(
         args.out,
         args.n,
@@ -76,7 +82,10 @@ def _load(model_name: str, args: argparse.Namespace):
         print(f"backend: {args.backend} ({why})", file=sys.stderr)
     args.device = device_for(args.backend, args.device, args.provider)
     model = load(model_name, backend=args.backend, device=args.device)
-    return model, model.segment_config(**_segment_overrides(args))
+    from icnseg.cli.settings_file import config_with_file
+
+    return model, config_with_file(model, getattr(args, "config", None),
+                                   _segment_overrides(args))
 
 
 def _prefetch_depth(depth: int | None, device: str) -> int:
@@ -92,16 +101,33 @@ def _prefetch_depth(depth: int | None, device: str) -> int:
 
 
 def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
-    from icnseg.cli.run import FrameSegmenter, run_sources
     from icnseg.cli.sources import expand_inputs, make_sources
+    from icnseg.outdir import OutputDir, check_free_space
+
+    items = expand_inputs(inputs)
+    sources = make_sources(items, getattr(args, "frames", None), getattr(args, "every", 1))
+    folders = [Path(i) for i in inputs if Path(i).is_dir()]
+    out_dir = OutputDir(out, [*folders, *items], force=args.force,
+                        resume=args.resume)  # checked before any work
+    with out_dir:
+        check_free_space(out_dir.path, _expected_output_bytes(items), "the run")
+        return _run_into(model_name, sources, out_dir, args)
+
+
+def _expected_output_bytes(items) -> int:
+    """A rough upper bound of what `run` writes: JSON + overlay PNG ~ 3x each input file."""
+    return sum(3 * p.stat().st_size for p in items if isinstance(p, Path)) + (1 << 20)
+
+
+def _run_into(model_name: str, sources, out_dir, args: argparse.Namespace) -> int:
+    from icnseg.cli.run import FrameSegmenter, run_sources
     from icnseg.output.record import run_config
 
-    sources = make_sources(expand_inputs(inputs), getattr(args, "frames", None),
-                           getattr(args, "every", 1))
+    out = str(out_dir.path)
     model, cfg = _load(model_name, args)
     segment_fn = FrameSegmenter(model, cfg, with_prm=args.prm_panel)
     config = run_config(model, args.backend, args.device, args.proposals, cfg)
-    summary = run_sources(segment_fn, sources, out, model.classes, config,
+    summary = run_sources(segment_fn, sources, out_dir, model.classes, config,
                           proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
                           frame_png=getattr(args, "frame_png", False),
                           depth=_prefetch_depth(getattr(args, "prefetch", None), args.device),
@@ -134,8 +160,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from icnseg.data.images import check_memory
     from icnseg.export.exporter import checkpoint_to_onnx
+    from icnseg.outdir import check_not_input, check_out_flag, check_replaceable_dir
 
+    out = check_out_flag(args.out)
+    if args.model != "default" and Path(args.model).exists():
+        check_not_input(out, [Path(args.model)] + ([Path(args.model).parent]
+                                                  if args.force else []))
+    check_replaceable_dir(out, args.force, "manifest.json", "an icnseg export")
+    if args.size:  # the PRM backward holds ~K_max x 8 float maps of H x W (tracing, autograd)
+        h, w = args.size
+        check_memory(h * w * args.peaks * 4 * 8, "--size/--peaks",
+                     f"exporting at {h}x{w} with K_max {args.peaks}", "lower them")
     result = checkpoint_to_onnx(
         args.model,
         args.out,
@@ -170,8 +207,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from icnseg.eval_files import evaluate_dirs, format_table, write_metrics
+    from icnseg.eval_files import (
+        evaluate_dirs,
+        format_table,
+        is_metrics_file,
+        metrics_name,
+        write_metrics,
+    )
+    from icnseg.outdir import check_output_file, claim_in
 
+    out = args.json or str(Path(args.pred_dir) / metrics_name(args.split))
+    check_output_file(out, "--json", replaceable=is_metrics_file)  # before the work
     metrics = evaluate_dirs(args.pred_dir, args.gt, split=args.split)
     print(format_table(metrics))
     if metrics.get("predictions_outside_split"):
@@ -184,14 +230,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print("COCO mask " + ", ".join(f"{k} {100 * v:.1f}" for k, v in
                                         metrics["coco_mask"].items())
               + f" (pycocotools; results file {args.coco_json})")
-    out = args.json or str(Path(args.pred_dir) / "metrics.json")
+    claim_in(Path(out).parent, Path(out).name)  # an icnseg output folder logs it as its own
     write_metrics(out, metrics)
     print(f"metrics written to {out}")
     return 0
 
 
+def _embedded_settings():
+    """The embedded model's recorded segment settings (its shipped export's manifest), shown
+    in --help as the default a model without its own would take."""
+    import json
+
+    from icnseg.loader import DEFAULT_EXPORT
+    from icnseg.settings import SegmentConfig, config_from_dict
+
+    try:
+        manifest = json.loads((DEFAULT_EXPORT / "manifest.json").read_text(encoding="utf-8"))
+        return config_from_dict({"segment": manifest["segment"]})
+    except (OSError, ValueError, KeyError, IcnsegError):
+        return SegmentConfig()
+
+
 def _add_segment_args(p: argparse.ArgumentParser) -> None:
     from icnseg.loader import BACKENDS, PROVIDERS, USER_DEVICES
+
+    emb = _embedded_settings()
 
     p.add_argument(
         "--backend",
@@ -218,32 +281,38 @@ def _add_segment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--proposals",
         default="builtin",
-        help="'builtin' or a folder with <stem>.mat/.json/<stem>/ per image",
+        help="'builtin' or a folder with <stem>.mat/.json/<stem>/ per image (default: builtin)",
     )
+    add_bounded(p, "--iterations", "T, ICN passes; 0 = naive PRM (default: the model's own, "
+                f"{emb.iterations} for the embedded model)", default=None)
+    add_bounded(p, "--match-max-side", "match at the image's size, its long side capped at PX "
+                f"(default: the model's own, {emb.match_max_side} for the embedded model)",
+                default=None, metavar="PX")
+    add_bounded(p, "--threshold", "binarisation threshold of the enhanced map (default: the "
+                f"model's own, {emb.threshold} for the embedded model)", default=None)
     p.add_argument(
-        "--iterations", type=int, default=None, help="T, ICN passes (default: 3; 0 = naive PRM)"
-    )
-    p.add_argument(
-        "--match-max-side", type=int, default=None, metavar="PX",
-        help="match at the image's size, its long side capped at PX (default: 1024)",
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="binarisation threshold of the enhanced map (default: 0.5)",
-    )
-    p.add_argument(
-        "--rule", choices=RULES, default=None, help="PRM backprop rule (default: prm)"
+        "--rule", choices=RULES, default=None,
+        help=f"PRM backprop rule (default: the model's own, {emb.rule} for the embedded model)"
     )
     p.add_argument(
         "--scoring",
         choices=("icn", "paper", "prm"),
         default=None,
-        help="proposal matching (Eq. 5) variant (default: icn)",
+        help="proposal matching (Eq. 5) variant (default: the model's own, "
+        f"{emb.match.scoring} for the embedded model)",
     )
-    p.add_argument("--nms-iou", type=float, default=None, help="mask NMS IoU (default: 0.5)")
+    add_bounded(p, "--nms-iou", "mask NMS IoU (default: the model's own, "
+                f"{emb.match.nms_iou} for the embedded model)", default=None)
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="segmentation settings (iterations, threshold, peaks, match: alpha, "
+                   "beta, gamma, nms_iou, ...) from a YAML or JSON file; flags win over it")
     p.add_argument("--prm-panel", action="store_true", help="add a PRM heat-map panel")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that holds files icnseg did not write (they are "
+                        "kept; an input folder is always refused)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the whole image results of an earlier run into --out and "
+                        "segment only the rest (videos are redone)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,10 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
     p = data.add_parser("synth", help="write a synthetic shapes dataset in PASCAL VOC layout")
     p.add_argument("--out", required=True, help="output directory (must be empty or absent)")
-    p.add_argument("--n", type=int, required=True, help="number of images")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share in val (default: 0.2)")
+    add_bounded(p, "--n", "number of images", required=True)
+    add_bounded(p, "--seed", "random seed (default: 0)", default=0)
+    add_bounded(p, "--size", "image side in pixels (default: 256)", SYNTH_SIZE, default=256)
+    add_bounded(p, "--val-fraction", "share in val (default: 0.2)", default=0.2)
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_cmd_synth)
 
@@ -304,18 +373,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "or camera indices (0, cam:0)")
     p.add_argument("--out", required=True, help="output folder")
     _add_segment_args(p)
-    p.add_argument("--frames", type=int, default=None, metavar="N",
-                   help="segment at most N frames of each video / camera (default: all)")
-    p.add_argument("--every", type=int, default=1, metavar="N",
-                   help="segment every N-th frame of videos / cameras (default: 1)")
-    p.add_argument("--prefetch", type=int, default=None, metavar="N",
-                   help="frames decoded + prepared ahead in a thread, 0 = inline "
-                        "(default: 3 on a GPU, 0 on the CPU)")
+    add_bounded(p, "--frames", "segment at most N frames of each video / camera (default: all)",
+                default=None, metavar="N")
+    add_bounded(p, "--every", "segment every N-th frame of videos / cameras; the annotated video "
+                "plays at the input's fps / N, at least 1 fps (default: 1)",
+                default=1, metavar="N")
+    add_bounded(p, "--prefetch", "frames decoded + prepared ahead in a thread, 0 = inline "
+                "(default: 3 on a GPU, 0 on the CPU)", default=None, metavar="N")
     p.add_argument("--frame-png", action="store_true",
                    help="also write an overlay PNG per video frame")
-    p.add_argument("--proposal-workers", type=int, default=0, metavar="N",
-                   help="make built-in proposals in N worker processes ahead of the networks "
-                        "(default: 0, inline)")
+    add_bounded(p, "--proposal-workers", "make built-in proposals in N worker processes ahead "
+                "of the networks (default: 0, inline)", default=0, metavar="N")
     from icnseg.cli.ray_run import add_ray_args
 
     add_ray_args(p)
@@ -324,19 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="checkpoint -> prm.onnx, icn.onnx, manifest.json")
     p.add_argument("model", help="checkpoint file or 'default'")
     p.add_argument("--out", required=True, help="export directory (must be empty or absent)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="input size (default: the model's)")
-    p.add_argument("--peaks", type=int, default=32, help="K_max, peaks per image (default: 32)")
+    add_bounded(p, "--size", "input size, multiples of 16 (default: the model's)", nargs=2,
+                metavar=("H", "W"), default=None)
+    add_bounded(p, "--peaks", "K_max, peaks per image (default: 32)", default=32)
     p.add_argument("--rule", choices=RULES, default="prm",
                    help="backward rule of the PRM graph (default: prm)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    add_bounded(p, "--opset", "ONNX opset (default: 17)", default=17)
     p.add_argument("--dynamic-size", action="store_true",
                    help="icn.onnx with dynamic H/W (prm.onnx stays at --size)")
     p.add_argument("--dynamic-k", action="store_true",
                    help="PRM backward over the image's peaks only, not K_max rows (faster on "
                         "ONNX Runtime; the TensorRT backend needs a static export)")
-    p.add_argument("--unroll", type=int, default=1,
-                   help="ICN passes chained in icn.onnx; must divide T (default: 1)")
+    add_bounded(p, "--unroll", "ICN passes chained in icn.onnx; must divide T (default: 1)",
+                default=1)
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
                    help="types in the graphs: fp16 (FP32 islands where FP16 is unsafe) or int8 "
                    "(Q/DQ, needs --calib); measured against FP32 on the calibration images, "
@@ -360,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pred_dir", help="folder of <stem>.json written by `icnseg run`")
     p.add_argument("--gt", required=True, help="VOC-layout ground truth root")
     p.add_argument("--split", default="val", help="ImageSets/Segmentation split (default: val)")
-    p.add_argument("--json", default=None, help="metrics file (default: PRED_DIR/metrics.json)")
+    p.add_argument("--json", default=None, help="metrics file (default: PRED_DIR/metrics.json "
+                   "for val, PRED_DIR/metrics-SPLIT.json for another split)")
     p.add_argument("--coco-json", default=None, metavar="FILE",
                    help="also write a COCO results file (bbox xywh, RLE segmentation) and "
                         "report COCO mask AP/AP50/AP75 from pycocotools")

@@ -25,6 +25,7 @@ from icnseg.cli.sources import (
     iter_frames,
 )
 from icnseg.errors import ConfigError, IcnsegError
+from icnseg.outdir import OutputDir
 
 PREFETCH_DEPTH = 3  # frames decoded and prepared ahead of the one being segmented
 
@@ -37,6 +38,7 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     instances: int = 0
     seconds: float = 0.0
+    skipped: int = 0  # images whose whole results --resume kept
     frames: int = 0  # video / camera frames segmented
     streams: int = 0  # video / camera inputs seen
     videos: list[str] = field(default_factory=list)  # annotated videos written
@@ -47,8 +49,9 @@ class RunSummary:
         parts = [f"{len(self.written)} image(s)"] if self.written or not self.streams else []
         if self.streams:
             parts.append(f"{self.frames} frame(s) of {self.streams} video(s)")
+        kept = f" ({self.skipped} kept from the earlier run)" if self.skipped else ""
         return (
-            f"{' + '.join(parts)} segmented, {self.instances} instance(s), "
+            f"{' + '.join(parts)} segmented{kept}, {self.instances} instance(s), "
             f"{len(self.failed)} failed, {self.seconds:.1f}s -> {out_dir}"
         )
 
@@ -100,9 +103,10 @@ def _preparer(segment_fn: Callable, proposals: str) -> Callable[[Frame], Frame]:
 class _Writer:
     """Writes each segmented frame: image JSON + PNG, or frame JSON + annotated video."""
 
-    def __init__(self, out: Path, class_names, config: dict, frame_png: bool) -> None:
-        self.out, self.class_names, self.config, self.frame_png = (
+    def __init__(self, out: OutputDir, class_names, config: dict, frame_png: bool) -> None:
+        self.dir, self.class_names, self.config, self.frame_png = (
             out, class_names, config, frame_png)
+        self.out = out.path
         self.video = None
         self.source = None
 
@@ -134,16 +138,20 @@ class _Writer:
         from icnseg.output.video import VideoOutput
 
         if frame.source.kind == "images":
+            self.dir.claim(f"{frame.stem}.json")
+            self.dir.claim(f"{frame.stem}.png")
             write_result(self.out, frame.stem, frame.image, instances, self.config, prm=prm,
                          image_name=frame.name)
             return
         h, w = frame.image.shape[:2]
         record = instances_to_json(frame.name, h, w, instances, self.config)
         overlay = render_overlay(frame.image, instances, prm=prm)
-        write_json(self.out / f"{frame.stem}.json", record)
+        write_json(self.dir.claim(f"{frame.stem}.json"), record)
         if self.frame_png:
-            write_png(self.out / f"{frame.stem}.png", overlay)
+            write_png(self.dir.claim(f"{frame.stem}.png"), overlay)
         if self.video is None:
+            for suffix in (".mp4", ".avi"):  # VideoOutput falls back to MJPG .avi
+                self.dir.claim(f"{frame.source.stem}{suffix}")
             self.video = VideoOutput(self.out / f"{frame.source.stem}.mp4",
                                      frame.source.output_fps)
         self.video.write(overlay)
@@ -178,10 +186,48 @@ def _pool(workers: int, proposals: str, segment_fn: Callable):
     return ProposalPool(workers, cfg.match_max_side)
 
 
+def _note_large(frame: Frame, log: Callable[[str], None]) -> None:
+    """One line when a still image is so large that full-size decoding dominates the run."""
+    from icnseg.data.images import LARGE_IMAGE_PIXELS
+
+    if frame.image is not None and frame.source.kind == "images":
+        h, w = frame.image.shape[:2]
+        if h * w > LARGE_IMAGE_PIXELS:
+            log(f"icnseg: note: {frame.origin}: {w}x{h} image ({h * w / 1e6:.0f} MP) is "
+                "decoded, matched and drawn at full size: slow and memory-hungry; "
+                "downscale it for speed")
+
+
+def _inputs(sources: Sequence[ImageSource | CaptureSource]) -> list[Path | int]:
+    """The input files and cameras of ``sources`` (for the --out checks)."""
+    out: list[Path | int] = []
+    for source in sources:
+        if isinstance(source, ImageSource):
+            out.extend(source.paths)
+        elif isinstance(getattr(source, "target", None), Path):
+            out.append(source.target)
+    return out
+
+
+def _skip_kept(sources: Sequence, out: OutputDir, summary: RunSummary) -> list:
+    """``sources`` without the images whose whole results --resume kept."""
+    kept = []
+    for source in sources:
+        if isinstance(source, ImageSource):
+            todo = [(p, s) for p, s in zip(source.paths, source.stems, strict=True)
+                    if not out.has_whole(f"{s}.json", f"{s}.png")]
+            summary.skipped += len(source.paths) - len(todo)
+            if not todo:
+                continue
+            source = ImageSource([p for p, _ in todo], [s for _, s in todo])
+        kept.append(source)
+    return kept
+
+
 def run_sources(
     segment_fn: Callable,
     sources: Sequence[ImageSource | CaptureSource],
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | OutputDir,
     class_names: Sequence[str],
     config: dict,
     proposals: str = "builtin",
@@ -193,11 +239,19 @@ def run_sources(
 ) -> RunSummary:
     """Segment every frame with ``segment_fn(image, proposals) -> (instances, prm|None)``
     (its ``prepare`` half, if any, runs in the prefetch thread) and write the outputs;
-    ``proposal_workers`` processes make the built-in proposals ahead."""
+    ``proposal_workers`` processes make the built-in proposals ahead.
+
+    ``out_dir``: an opened OutputDir, or a path opened here with the default rules (no
+    --force, no --resume)."""
     from tqdm import tqdm
 
     summary = RunSummary()
-    writer = _Writer(Path(out_dir), class_names, config, frame_png)
+    if not isinstance(out_dir, OutputDir):
+        with OutputDir(out_dir, _inputs(sources)) as opened:
+            return run_sources(segment_fn, sources, opened, class_names, config, proposals,
+                               progress, log, frame_png, depth)
+    sources = _skip_kept(sources, out_dir, summary)
+    writer = _Writer(out_dir, class_names, config, frame_png)
     segment = getattr(segment_fn, "segment", None) or (lambda data: segment_fn(*data))
     t0 = time.perf_counter()
     try:
@@ -210,6 +264,7 @@ def run_sources(
             for frame in bar:
                 if frame.source is not writer.source:
                     writer.switch(frame.source, summary)
+                _note_large(frame, log)
                 try:
                     if frame.error is not None:
                         raise frame.error

@@ -160,7 +160,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means an unusable file
-        raise CheckpointError(f"{path}: cannot read weights ({exc})") from exc
+        from icnseg.checkpoint import load_failure
+
+        raise CheckpointError(f"{path}: cannot read weights ({load_failure(exc)})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(

@@ -42,6 +42,26 @@ def check_positive(**values: float) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0 (got {v})")
 
 
+def is_icnseg_checkpoint(path: Path) -> bool:
+    """True when ``path`` loads as an icnseg checkpoint (so a rerun may replace it)."""
+    from icnseg.checkpoint import load_checkpoint
+    from icnseg.errors import IcnsegError
+
+    try:
+        load_checkpoint(path)
+    except IcnsegError:
+        return False
+    return True
+
+
+def check_train_out(cfg) -> None:
+    """Before any training: --out writable, not a folder, not an input, nothing foreign lost."""
+    from icnseg.outdir import check_output_file
+
+    inputs = [getattr(cfg, k, None) for k in ("init", "pretrained", "stage1")]
+    check_output_file(cfg.out, "--out", inputs, replaceable=is_icnseg_checkpoint)
+
+
 def resume_path(out: str | os.PathLike) -> Path:
     """The resume file that sits beside a checkpoint being trained."""
     out = Path(out)
@@ -71,9 +91,13 @@ def load_resume(path: Path, config: dict) -> dict[str, Any] | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        from icnseg.checkpoint import load_failure
+
         raise CheckpointError(
-            f"{path}: unreadable resume file ({exc}); delete it to restart"
+            f"{path}: unreadable resume file ({load_failure(exc)}); delete it to restart"
         ) from exc
+    if not isinstance(blob, dict):
+        raise CheckpointError(f"{path}: not a resume file of icnseg; delete it to restart")
     if blob.get("config") != json.dumps(config, sort_keys=True):
         raise CheckpointError(
             f"{path}: resume file was written with other settings; delete it or rerun with them"

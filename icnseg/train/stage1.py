@@ -15,6 +15,7 @@ from icnseg.eager import EagerModel
 from icnseg.errors import ConfigError
 from icnseg.train.common import (
     check_positive,
+    check_train_out,
     classification_map,
     fit,
     resume_path,
@@ -95,6 +96,7 @@ def checkpoint_config(cfg: Stage1Config, classes: tuple[str, ...]) -> dict:
 
 def train_stage1(cfg: Stage1Config, log=print) -> dict:
     """Train the classifier, write ``cfg.out``; returns a summary with the validation mAP."""
+    check_train_out(cfg)  # before any work: a failed save at the end loses the run
     import torch
     import torch.nn.functional as F
 

@@ -13,6 +13,7 @@ from icnseg.checkpoint import load_checkpoint, save_checkpoint
 from icnseg.errors import ConfigError
 from icnseg.train.common import (
     check_positive,
+    check_train_out,
     fit,
     resume_path,
     seed_everything,
@@ -164,6 +165,7 @@ def _fed_back(icn, x, r, rng: np.random.Generator, share: float, iterations: int
 
 def train_stage2(cfg: Stage2Config, log=print) -> dict:
     """Train the ICN on pseudo labels and write a full checkpoint (classifier + ICN)."""
+    check_train_out(cfg)  # before any work: a failed save at the end loses the run
     import torch
     import torch.nn.functional as F
 

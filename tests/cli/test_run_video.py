@@ -15,6 +15,7 @@ from icnseg.cli.run import FrameSegmenter, run_sources
 from icnseg.cli.sources import CaptureSource, Frame, make_sources
 from icnseg.data.synth import render_sample, sample_rng
 from icnseg.errors import InputError
+from icnseg.outdir import MARKER
 
 ORT = ["--backend", "onnxruntime"]
 
@@ -85,7 +86,7 @@ def test_video_gives_frame_json_and_annotated_video(clip, tmp_path, capsys):
     assert len(frames) == 5 and frames[0].shape == (48, 64, 3) and fps == pytest.approx(12.0)
     assert "5 frame(s) of 1 video(s) segmented" in stdout and "0 failed" in stdout
     assert f"annotated video: {out / 'clip.mp4'}" in stdout
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]
 
 
 def test_truncated_video_keeps_decoded_frames_and_fails(tmp_path, capsys):
@@ -142,9 +143,12 @@ def test_stride_limit_and_frame_pngs(tmp_path, capsys):
 
 
 def test_bad_frame_options(clip, tmp_path, capsys):
-    rc, _, errors = _run(["run", "default", str(clip), "--out", str(tmp_path / "o"),
-                          "--every", "0", *ORT], capsys)
-    assert rc == 1 and errors == ["icnseg: error: --every must be >= 1, got 0"]
+    with pytest.raises(SystemExit) as exc:  # refused by the bound, before anything runs
+        main(["run", "default", str(clip), "--out", str(tmp_path / "o"), "--every", "0", *ORT])
+    err = capsys.readouterr().err.splitlines()
+    assert exc.value.code == 2 and err[-1] == ("icnseg run: error: argument --every: 0 is "
+                                               "outside [1, 100000]")
+    assert not (tmp_path / "o").exists()
 
 
 def test_prepared_halves_equal_the_one_shot_pipeline(clip):
@@ -186,7 +190,7 @@ def test_interrupted_video_leaves_no_half_file(clip, tmp_path):
         run_sources(fn, make_sources([clip]), out, ["x"], {}, progress=False)
     assert len(list((out / "clip").glob("*.json"))) == 2
     assert not (out / "clip.mp4").exists()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]
     assert threading.active_count() == before  # the prefetch thread is gone
 
     fn = _fake_segment(2, RuntimeError("bug"))
@@ -242,6 +246,8 @@ def test_inline_and_prefetched_runs_write_the_same(clip, tmp_path, capsys, depth
         b = json.loads((out / "clip" / f"{i:06d}.json").read_text())["instances"]
         assert a == b
     assert len(read_back(out / "clip.mp4")[0]) == 5
-    rc, _, errors = _run(["run", "default", str(clip), "--out", str(tmp_path / "x"),
-                          "--prefetch", "-1", *ORT], capsys)
-    assert rc == 1 and "--prefetch must be >= 0" in errors[0]
+    with pytest.raises(SystemExit) as exc:  # the bound refuses it before anything runs
+        main(["run", "default", str(clip), "--out", str(tmp_path / "x"), "--prefetch", "-1",
+              *ORT])
+    assert exc.value.code == 2
+    assert "argument --prefetch: -1 is outside [0, 64]" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from icnseg.artifacts.manifest_schema import DIGEST_KEY
 from icnseg.errors import CheckpointError, ExportError, OutputError
 from icnseg.export.exporter import checkpoint_to_onnx
 from icnseg.export.opset import TRT_ALLOWED_OPS
@@ -36,7 +37,9 @@ def test_files_hashes_and_metadata(peaky_export, peaky_checkpoint):
     assert man["k_max"] == 8 and man["rule"] == "prm" and man["input_size"] == [64, 64]
     assert man["segment"]["match"]["alpha"] == 0.95 and man["segment"]["peaks"]["max_peaks"] == 8
     assert man["classes"][0] == "circle" and man["package_version"]
-    facts = {k: v for k, v in man.items() if k != "files"}
+    facts = {k: v for k, v in man.items() if k not in ("files", DIGEST_KEY)}
+    body = json.dumps(facts | {"files": man["files"]}, sort_keys=True, separators=(",", ":"))
+    assert man[DIGEST_KEY] == hashlib.sha256(body.encode()).hexdigest()  # its own sha256
     for name in ("prm.onnx", "icn.onnx"):
         meta = {p.key: p.value for p in onnx.load(peaky_export / name).metadata_props}
         assert json.loads(meta["icnseg.manifest"]) == facts
@@ -137,8 +140,8 @@ def test_assets_export_matches_default_checkpoint(tmp_path):
                                  dynamic_size=want["dynamic_size"], unroll=want["unroll"],
                                  dynamic_k=want.get("dynamic_k", False)).out_dir
     got = json.loads((got_dir / "manifest.json").read_text())
-    assert {k: v for k, v in got.items() if k != "files"} == \
-        {k: v for k, v in want.items() if k != "files"}
+    assert {k: v for k, v in got.items() if k not in ("files", DIGEST_KEY)} == \
+        {k: v for k, v in want.items() if k not in ("files", DIGEST_KEY)}
     for name in ("prm.onnx", "icn.onnx"):
         a, b = onnx.load(shipped / name), onnx.load(got_dir / name)
         assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
