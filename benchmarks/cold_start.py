@@ -55,7 +55,7 @@ def measure_here(model: str, backend: str, device: str, image_path: str) -> dict
         loaded = load_runners(cfg, stack)
         runner = next(iter(loaded.runners.values()))
         t2 = time.perf_counter()
-        item = load_inputs([image_path], loaded.input_size)[0]
+        item = load_inputs([image_path], loaded.cfg.match_max_side)[0]
         runner.segment(item["image"], item["proposals"])
         t3 = time.perf_counter()
         steady = []

@@ -8,6 +8,7 @@ the frame), write (JSON + overlay + the annotated video). Mean ms per stage and 
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 from collections.abc import Sequence
@@ -58,7 +59,7 @@ def _one_video(model: Any, cfg: Any, video: Path, out: Path) -> dict[str, float]
     counted = 0
     try:
         writer = VideoOutput(out / f"{video.stem}.mp4", 25.0)
-        for index in range(1 << 30):
+        for index in itertools.count():
             t0 = time.perf_counter()
             ok, bgr = cap.read()
             if not ok:

@@ -43,6 +43,7 @@ def baseline_generator(rev: str):
     """``generate_proposals`` of git revision ``rev`` (its generate.py and types.py), loaded
     from ``git show`` into private modules, to time before/after in one process."""
     import subprocess
+    import sys
     import types
 
     root = Path(__file__).resolve().parents[1]
@@ -55,8 +56,6 @@ def baseline_generator(rev: str):
         if name == "generate":  # its Proposals must be the old one too (old mask building)
             src = src.replace("from icnseg.proposals.types import Proposals", "")
             mod.__dict__["Proposals"] = mods["types"].Proposals
-        import sys
-
         sys.modules[mod.__name__] = mod
         exec(compile(src, f"{rev}:{name}.py", "exec"), mod.__dict__)  # our own git history
         mods[name] = mod

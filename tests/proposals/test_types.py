@@ -47,3 +47,22 @@ def test_factorisation_and_validation():
         Proposals(props.masks, sp, member[:, :2])  # label out of range
     with pytest.raises(InputError):
         Proposals(props.masks[::-1], sp, member)  # masks disagree with membership
+
+
+def test_unchecked_factorisation_builds_masks_on_demand_and_equal_a_loop():
+    rng = np.random.default_rng(4)
+    sp = rng.integers(0, 9, (7, 11)).astype(np.int32)
+    member = rng.random((5, 9)) < 0.4
+    props = Proposals.from_membership(sp, member, check=False)
+    assert len(props) == 5 and props.shape == (7, 11)
+    assert "_masks" not in props.__dict__  # nothing dense made yet
+    loop = np.zeros((5, 7, 11), bool)
+    for n in range(5):
+        for y in range(7):
+            for x in range(11):
+                loop[n, y, x] = member[n, sp[y, x]]
+    np.testing.assert_array_equal(props.mask_rows([3, 1]), loop[[3, 1]])
+    np.testing.assert_array_equal(props.areas(), loop.sum(axis=(1, 2)))
+    assert "_masks" not in props.__dict__
+    np.testing.assert_array_equal(props.masks, loop)
+    np.testing.assert_array_equal(props.mask_rows([0]), loop[[0]])
