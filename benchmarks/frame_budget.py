@@ -73,7 +73,7 @@ def _one_video(model: Any, cfg: Any, video: Path, out: Path) -> dict[str, float]
             record = instances_to_json(f"{video.name}#{index:06d}", *image.shape[:2],
                                        instances, cfg.to_dict())
             write_json(out / f"{index:06d}.json", record)
-            writer.write(render_overlay(image, instances, model.classes))
+            writer.write(render_overlay(image, instances))
             write = time.perf_counter() - t0
             if index == 0:
                 continue  # warm-up: lazy initialisation of OpenCV and the sessions

@@ -65,6 +65,15 @@ BOUNDS: dict[str, Bound] = {
     "warmup": Bound(int, 0, 1_000),
     "streams": Bound(int, 0, 16),
     "budget_frames": Bound(int, 0, 1_000),
+    # run --ray (its --batch-size shares the train bound)
+    "gpus_per_worker": Bound(float, 0.0, 64.0),
+    "cpus_per_worker": Bound(float, 0.0, 256.0, lo_open=True),
+    # serve
+    "http_port": Bound(int, 1, 65535),
+    "grpc_port": Bound(int, 1, 65535),
+    "metrics_port": Bound(int, 1, 65535),
+    "max_batch": Bound(int, 1, 1024),
+    "batch_delay_us": Bound(int, 0, 10_000_000),
     # build-engine
     "dla": Bound(int, 0, 7),
     "workspace": Bound(int, 1, 1 << 20),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from icnseg.cli.bounds import Bound, add_bounded
 from icnseg.errors import ConfigError
 
 # flags that only mean something to the single-process run (videos, cameras, prefetch thread)
@@ -21,14 +22,14 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
                    "cluster unless --ray-address or RAY_ADDRESS); images only")
     g.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="an existing Ray cluster (default: $RAY_ADDRESS, else a local one)")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="actors, each loading the model once (default: 1)")
-    g.add_argument("--gpus-per-worker", type=float, default=None, metavar="F",
-                   help="GPUs each actor reserves; fractions share a GPU (default: 0)")
-    g.add_argument("--cpus-per-worker", type=float, default=None, metavar="F",
-                   help="CPUs each actor reserves; Ray sets its thread count to it (default: 1)")
-    g.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help="images per actor call (default: 4)")
+    add_bounded(g, "--workers", "actors, each loading the model once (default: 1)",
+                bound=Bound(int, 1, 4096), default=None, metavar="N")
+    add_bounded(g, "--gpus-per-worker", "GPUs each actor reserves; fractions share a GPU "
+                "(default: 0)", default=None, metavar="F")
+    add_bounded(g, "--cpus-per-worker", "CPUs each actor reserves; Ray sets its thread count "
+                "to it (default: 1)", default=None, metavar="F")
+    add_bounded(g, "--batch-size", "images per actor call (default: 4)", default=None,
+                metavar="B")
     g.add_argument("--coco", default=None, metavar="FILE",
                    help="also write all instances as one COCO results JSON file")
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from icnseg.cli.bounds import add_bounded
 from icnseg.errors import ConfigError
 
 
@@ -44,14 +45,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address of all endpoints; 0.0.0.0 serves every interface "
                    "(default: 127.0.0.1)")
-    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (default: 8000)")
-    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default: 8001)")
-    p.add_argument("--metrics-port", type=int, default=8002,
-                   help="Prometheus metrics port (default: 8002)")
-    p.add_argument("--max-batch", type=int, default=4,
-                   help="largest batch of Triton's dynamic batcher (default: 4)")
-    p.add_argument("--batch-delay-us", type=int, default=0,
-                   help="microseconds a request may wait to be batched (default: 0)")
+    add_bounded(p, "--http-port", "HTTP port (default: 8000)", default=8000)
+    add_bounded(p, "--grpc-port", "gRPC port (default: 8001)", default=8001)
+    add_bounded(p, "--metrics-port", "Prometheus metrics port (default: 8002)", default=8002)
+    add_bounded(p, "--max-batch", "largest batch of Triton's dynamic batcher (default: 4)",
+                default=4)
+    add_bounded(p, "--batch-delay-us", "microseconds a request may wait to be batched "
+                "(default: 0)", default=0)
     _add_segment_args(p)
     p.set_defaults(func=cmd_serve)
     return p

@@ -128,8 +128,7 @@ class SegmentWorker:
         stages = self.model.infer(prepared, self.cfg)
         instances = self.model.select(prepared, stages, self.cfg)
         write_result(self.out, name.stem, image, instances, self.config,
-                     prm=stages.prm if self.with_prm else None, image_name=name.name,
-                     class_names=self.model.classes)
+                     prm=stages.prm if self.with_prm else None, image_name=name.name)
         return instances
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

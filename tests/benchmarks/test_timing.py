@@ -14,7 +14,7 @@ def test_summarize_percentiles_by_hand() -> None:
     # linear interpolation: position p/100 * 99 between sorted values
     assert s["p50"] == 50.5 and abs(s["p90"] - 90.1) < 1e-9 and abs(s["p99"] - 99.01) < 1e-9
     assert s["min"] == 1.0 and s["max"] == 100.0 and abs(s["mean"] - 50.5) < 1e-9
-    assert s["n"] == 100 and summarize([]) == {"n": 0}
+    assert s["n"] == 100 and summarize([]) == {"n": 0, "samples_ms": []}
 
 
 def test_stage_timer_adds_up_and_syncs() -> None:

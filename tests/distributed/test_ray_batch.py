@@ -120,13 +120,21 @@ def test_segment_dataset_on_decoded_images(local_ray, tmp_path, capsys):
 @pytest.mark.parametrize("extra, match", [
     (["--workers", "2"], "--workers needs --ray"),
     (["--ray", "--frames", "3"], "--frames is for videos"),
-    (["--ray", "--workers", "0"], "--workers must be >= 1"),
-    (["--ray", "--batch-size", "0"], "--batch-size must be >= 1"),
 ])
 def test_flag_errors(tmp_path, capsys, extra, match):
     rc, _, err = _run(["run", "default", str(SAMPLES[0]), "--out", str(tmp_path / "o"),
                        *extra], capsys)
     assert rc == 1 and len(err) == 1 and match in err[0]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--ray", "--workers", "0"], "--workers: 0 is outside [1, 4096]"),
+    (["--ray", "--batch-size", "0"], "--batch-size: 0 is outside [1, 4096]"),
+])
+def test_counts_are_bounded(tmp_path, capsys, extra, match):
+    with pytest.raises(SystemExit) as exit_:  # the one bounds table: argparse, exit 2
+        _run(["run", "default", str(SAMPLES[0]), "--out", str(tmp_path / "o"), *extra], capsys)
+    assert exit_.value.code == 2 and match in capsys.readouterr().err
 
 
 def test_empty_path_list(tmp_path, capsys):

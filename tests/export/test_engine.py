@@ -16,6 +16,7 @@ import pytest
 
 from icnseg.artifacts.engine_cache import TrtEnv
 from icnseg.artifacts.manifest import read_manifest
+from icnseg.artifacts.manifest_schema import DIGEST_KEY, manifest_digest
 from icnseg.artifacts.profiles import default_k_opt, graph_input_shapes, profile_shapes
 from icnseg.errors import BackendUnavailable, ConfigError, ExportError, InputError
 from icnseg.export.engine import build_engines, onnx_to_engine
@@ -80,6 +81,7 @@ def _set_precision(export: Path, precision: str, calib: str | None = None) -> No
     m["precision"] = precision
     if calib:
         m["calibration"] = {"sha256": calib, "images": 3}
+    m[DIGEST_KEY] = manifest_digest(m)  # a consistent manifest: the test is about the key
     path.write_text(json.dumps(m))
 
 

@@ -13,6 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from icnseg.artifacts.manifest import read_manifest
+from icnseg.artifacts.manifest_schema import DIGEST_KEY, manifest_digest
+from icnseg.compare import TOLERANCES, instance_agreement
 from icnseg.errors import ConfigError, ExportError, IcnsegError, InputError
 from icnseg.export.ort_cpu import cpu_session
 
@@ -207,7 +209,9 @@ def test_runtime_reports_and_runs_the_exports_precision(int8_export, calib):
     with ExportedModel(int8_export) as q, ExportedModel(EXPORT) as ref:
         assert (q.precision, ref.precision) == ("int8", "fp32")
         got, want = icnseg.segment(q, image), icnseg.segment(ref, image)
-    assert got and [i.class_name for i in got] == [i.class_name for i in want]
+    tol = TOLERANCES["int8"]  # int8 agrees with fp32 instance by instance up to its tolerance
+    matched, _ = instance_agreement(want, got, tol)
+    assert got and matched >= tol.agree * len(want) - 1e-9, (matched, len(want))
     with pytest.raises(ConfigError) as info:
         ExportedModel(int8_export, precision="fp16")
     _one_line(info, str(int8_export), "int8 export")
@@ -220,6 +224,7 @@ def test_asymmetric_int8_is_refused_by_build_engine(int8_export, tmp_path):
     export = Path(shutil.copytree(int8_export, tmp_path / "e"))
     m = json.loads((export / "manifest.json").read_text())
     m["quantization"]["activations"] = "asymmetric"
+    m[DIGEST_KEY] = manifest_digest(m)
     (export / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ConfigError) as info:
         build_engines(export, env=TrtEnv("tensorrt", "11.4.0", "GPU", "8.9"))

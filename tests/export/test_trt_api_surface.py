@@ -49,8 +49,8 @@ def used_names() -> dict[str, set[str]]:
                 names = attrs[:1]
             else:
                 continue
-            for n in names:
-                if n not in PYTHON_OBJECT:
+            for n in names:  # dunders (trt.__name__, __version__) are Python's, not the API
+                if n not in PYTHON_OBJECT and not (n.startswith("__") and n.endswith("__")):
                     used.setdefault(n, set()).add(rel)
     return used
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from icnseg.artifacts.engine_cache import TrtEnv
+from icnseg.artifacts.manifest_schema import DIGEST_KEY, manifest_digest
 from icnseg.errors import BackendUnavailable, ConfigError, InputError
 from icnseg.export.engine import build_engines
 from icnseg.runtime.backend import BACKENDS, DeviceArray, load_backend
@@ -166,7 +167,9 @@ def test_tensorrt_engine_resolution(export, monkeypatch):
     import json
 
     manifest = json.loads((export / "manifest.json").read_text())  # an fp16 export's manifest
-    (export / "manifest.json").write_text(json.dumps({**manifest, "precision": "fp16"}))
+    manifest = {**manifest, "precision": "fp16"}
+    manifest[DIGEST_KEY] = manifest_digest(manifest)
+    (export / "manifest.json").write_text(json.dumps(manifest))
     built = {r.role: r.path for r in build_engines(export, env=ENV, build_fn=fake)}
     assert tb.resolve_engine(export / "icn.onnx") == built["icn"]
     assert tb.resolve_engine(export / "icn.onnx", "fp16") == built["icn"]
