@@ -10,6 +10,7 @@ from pathlib import Path
 from icnseg import __version__
 from icnseg.cli.bounds import SYNTH_SIZE, add_bounded
 from icnseg.cli.flags import add_config_args, config_from_args
+from icnseg.cli.segment_args import add_segment_args, load_for_cli, prefetch_depth
 from icnseg.cli.util import human_bytes
 from icnseg.errors import ConfigError, IcnsegError
 from icnseg.settings import RULES
@@ -62,44 +63,6 @@ def _cmd_stage2(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_overrides(args: argparse.Namespace) -> dict:
-    """The run/demo flags that change the model's recorded segment settings."""
-    match = {k: getattr(args, k) for k in ("scoring", "nms_iou") if getattr(args, k) is not None}
-    kw = {
-        k: getattr(args, k)
-        for k in ("iterations", "threshold", "rule", "match_max_side")
-        if getattr(args, k) is not None
-    }
-    return {**kw, **({"match": match} if match else {})}
-
-
-def _load(model_name: str, args: argparse.Namespace):
-    """(Segmenter, its segment config) through the one loader; prints the auto choice."""
-    from icnseg.loader import auto_backend, device_for, load
-
-    if args.backend in (None, "auto"):
-        args.backend, why = auto_backend(model_name)
-        print(f"backend: {args.backend} ({why})", file=sys.stderr)
-    args.device = device_for(args.backend, args.device, args.provider)
-    model = load(model_name, backend=args.backend, device=args.device)
-    from icnseg.cli.settings_file import config_with_file
-
-    return model, config_with_file(model, getattr(args, "config", None),
-                                   _segment_overrides(args))
-
-
-def _prefetch_depth(depth: int | None, device: str) -> int:
-    """--prefetch, or by default 3 on a GPU (the host is idle during device work) and 0 on
-    the CPU (the networks use every core; measured by benchmarks/stream_overlap.py)."""
-    from icnseg.cli.run import PREFETCH_DEPTH
-
-    if depth is None:
-        return PREFETCH_DEPTH if device != "cpu" else 0
-    if depth < 0:
-        raise ConfigError(f"--prefetch must be >= 0, got {depth}")
-    return depth
-
-
 def _run(model_name: str, inputs, out: str, args: argparse.Namespace) -> int:
     from icnseg.cli.sources import expand_inputs, make_sources
     from icnseg.outdir import OutputDir, check_free_space
@@ -124,13 +87,13 @@ def _run_into(model_name: str, sources, out_dir, args: argparse.Namespace) -> in
     from icnseg.output.record import run_config
 
     out = str(out_dir.path)
-    model, cfg = _load(model_name, args)
+    model, cfg = load_for_cli(model_name, args)
     segment_fn = FrameSegmenter(model, cfg, with_prm=args.prm_panel)
     config = run_config(model, args.backend, args.device, args.proposals, cfg)
     summary = run_sources(segment_fn, sources, out_dir, model.classes, config,
                           proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
                           frame_png=getattr(args, "frame_png", False),
-                          depth=_prefetch_depth(getattr(args, "prefetch", None), args.device),
+                          depth=prefetch_depth(getattr(args, "prefetch", None), args.device),
                           proposal_workers=getattr(args, "proposal_workers", 0))
     for video, codec in zip(summary.videos, summary.codecs, strict=True):
         note = "" if codec == "avc1" else ", H.264 (avc1) unavailable in this OpenCV build"
@@ -236,85 +199,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embedded_settings():
-    """The embedded model's recorded segment settings (its shipped export's manifest), shown
-    in --help as the default a model without its own would take."""
-    import json
-
-    from icnseg.loader import DEFAULT_EXPORT
-    from icnseg.settings import SegmentConfig, config_from_dict
-
-    try:
-        manifest = json.loads((DEFAULT_EXPORT / "manifest.json").read_text(encoding="utf-8"))
-        return config_from_dict({"segment": manifest["segment"]})
-    except (OSError, ValueError, KeyError, IcnsegError):
-        return SegmentConfig()
-
-
-def _add_segment_args(p: argparse.ArgumentParser) -> None:
-    from icnseg.loader import BACKENDS, PROVIDERS, USER_DEVICES
-
-    emb = _embedded_settings()
-
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=("auto", *BACKENDS),
-        help="inference backend; auto: torch for a checkpoint, onnxruntime for an export "
-        "directory (tensorrt when engines were built into it), for 'default' torch if "
-        "installed, else the shipped export on onnxruntime (default: auto)",
-    )
-    p.add_argument(
-        "--device",
-        default=None,
-        choices=USER_DEVICES,
-        help="where the networks run: cpu or cuda (default: cuda for --backend tensorrt, "
-        "else cpu)",
-    )
-    p.add_argument(
-        "--provider",
-        default=None,
-        choices=PROVIDERS,
-        help="ONNX Runtime's execution provider on the GPU: cuda, or tensorrt (its TensorRT "
-        "provider; --backend tensorrt runs icnseg's own engines instead) (default: cuda)",
-    )
-    p.add_argument(
-        "--proposals",
-        default="builtin",
-        help="'builtin' or a folder with <stem>.mat/.json/<stem>/ per image (default: builtin)",
-    )
-    add_bounded(p, "--iterations", "T, ICN passes; 0 = naive PRM (default: the model's own, "
-                f"{emb.iterations} for the embedded model)", default=None)
-    add_bounded(p, "--match-max-side", "match at the image's size, its long side capped at PX "
-                f"(default: the model's own, {emb.match_max_side} for the embedded model)",
-                default=None, metavar="PX")
-    add_bounded(p, "--threshold", "binarisation threshold of the enhanced map (default: the "
-                f"model's own, {emb.threshold} for the embedded model)", default=None)
-    p.add_argument(
-        "--rule", choices=RULES, default=None,
-        help=f"PRM backprop rule (default: the model's own, {emb.rule} for the embedded model)"
-    )
-    p.add_argument(
-        "--scoring",
-        choices=("icn", "paper", "prm"),
-        default=None,
-        help="proposal matching (Eq. 5) variant (default: the model's own, "
-        f"{emb.match.scoring} for the embedded model)",
-    )
-    add_bounded(p, "--nms-iou", "mask NMS IoU (default: the model's own, "
-                f"{emb.match.nms_iou} for the embedded model)", default=None)
-    p.add_argument("--config", default=None, metavar="FILE",
-                   help="segmentation settings (iterations, threshold, peaks, match: alpha, "
-                   "beta, gamma, nms_iou, ...) from a YAML or JSON file; flags win over it")
-    p.add_argument("--prm-panel", action="store_true", help="add a PRM heat-map panel")
-    p.add_argument("--force", action="store_true",
-                   help="write into an --out that holds files icnseg did not write (they are "
-                        "kept; an input folder is always refused)")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the whole image results of an earlier run into --out and "
-                        "segment only the rest (videos are redone)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     from icnseg.train.stage1 import Stage1Config
@@ -363,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the embedded model on the bundled sample images")
     p.add_argument("--out", default="icnseg-demo", help="output folder (default: icnseg-demo)")
-    _add_segment_args(p)
+    add_segment_args(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("run", help="segment images, videos and cameras: <stem>.json + "
@@ -372,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image or video files, folders, globs, "
                    "or camera indices (0, cam:0)")
     p.add_argument("--out", required=True, help="output folder")
-    _add_segment_args(p)
+    add_segment_args(p)
     add_bounded(p, "--frames", "segment at most N frames of each video / camera (default: all)",
                 default=None, metavar="N")
     add_bounded(p, "--every", "segment every N-th frame of videos / cameras; the annotated video "

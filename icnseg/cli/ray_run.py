@@ -49,8 +49,8 @@ def check_ray_args(args: argparse.Namespace) -> None:
 
 def cmd_run_ray(args: argparse.Namespace) -> int:
     """Segment the inputs on Ray; print failures and the summary line; 1 if any failed."""
-    from icnseg.cli.main import _segment_overrides
     from icnseg.cli.run import RunSummary
+    from icnseg.cli.segment_args import segment_overrides
     from icnseg.distributed.ray_batch import PoolConfig
     from icnseg.distributed.ray_files import expand_files, segment_files
     from icnseg.loader import auto_backend, check_device
@@ -64,7 +64,7 @@ def cmd_run_ray(args: argparse.Namespace) -> int:
         print(f"backend: {args.backend} ({why})", file=sys.stderr)
     args.device = check_device(args.backend, args.device)
     result = segment_files(args.model, paths, args.out, backend=args.backend,
-                           device=args.device, pool=pool, overrides=_segment_overrides(args),
+                           device=args.device, pool=pool, overrides=segment_overrides(args),
                            proposals=args.proposals, with_prm=args.prm_panel,
                            address=args.ray_address, coco_path=args.coco,
                            log=lambda m: print(m, file=sys.stderr))

@@ -12,7 +12,7 @@ from icnseg.errors import ConfigError
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load the model through the one loader and serve it until SIGTERM / Ctrl-C."""
-    from icnseg.cli.main import _load
+    from icnseg.cli.segment_args import load_for_cli
     from icnseg.serve.server import ServeConfig, import_pytriton, serve
 
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
@@ -22,7 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("--proposals DIR and --prm-panel are for `icnseg run`; a request "
                           "brings its own proposals (input 'proposals')")
     import_pytriton()  # fail on a missing extra before loading the model
-    model, segment_cfg = _load(args.model, args)
+    model, segment_cfg = load_for_cli(args.model, args)
     try:
         serve(model, segment_cfg, cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     finally:
@@ -32,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `serve` on the CLI's subparsers; returns its parser."""
-    from icnseg.cli.main import _add_segment_args
+    from icnseg.cli.segment_args import add_segment_args
 
     p = subparsers.add_parser(
         "serve", help="serve the model with Triton Inference Server (pip install "
@@ -52,6 +52,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                 default=4)
     add_bounded(p, "--batch-delay-us", "microseconds a request may wait to be batched "
                 "(default: 0)", default=0)
-    _add_segment_args(p)
+    add_segment_args(p)
     p.set_defaults(func=cmd_serve)
     return p
