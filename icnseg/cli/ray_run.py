@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from icnseg.cli.bounds import Bound, add_bounded
 from icnseg.errors import ConfigError
@@ -52,8 +53,14 @@ def cmd_run_ray(args: argparse.Namespace) -> int:
     from icnseg.cli.run import RunSummary
     from icnseg.cli.segment_args import segment_overrides
     from icnseg.distributed.ray_batch import PoolConfig
-    from icnseg.distributed.ray_files import expand_files, segment_files
+    from icnseg.distributed.ray_files import (
+        FAILURES_FILE,
+        expand_files,
+        name_files,
+        segment_files,
+    )
     from icnseg.loader import auto_backend, check_device
+    from icnseg.outdir import OutputDir
 
     pool = PoolConfig(**{k: getattr(args, k) for k in
                          ("workers", "batch_size", "cpus_per_worker", "gpus_per_worker")
@@ -63,11 +70,20 @@ def cmd_run_ray(args: argparse.Namespace) -> int:
         args.backend, why = auto_backend(args.model)
         print(f"backend: {args.backend} ({why})", file=sys.stderr)
     args.device = check_device(args.backend, args.device)
-    result = segment_files(args.model, paths, args.out, backend=args.backend,
-                           device=args.device, pool=pool, overrides=segment_overrides(args),
-                           proposals=args.proposals, with_prm=args.prm_panel,
-                           address=args.ray_address, coco_path=args.coco,
-                           log=lambda m: print(m, file=sys.stderr))
+    folders = [Path(i) for i in args.inputs if Path(i).is_dir()]
+    # the single-process run's output-folder rules: never an input folder, never a folder of
+    # foreign files without --force; every file is logged in the marker before the workers
+    # write it (they run in other processes)
+    with OutputDir(args.out, [*folders, *paths], force=args.force) as out_dir:
+        for name in name_files(paths).values():
+            out_dir.claim(f"{name.stem}.json")
+            out_dir.claim(f"{name.stem}.png")
+        out_dir.claim(FAILURES_FILE)
+        result = segment_files(args.model, paths, out_dir.path, backend=args.backend,
+                               device=args.device, pool=pool,
+                               overrides=segment_overrides(args), proposals=args.proposals,
+                               with_prm=args.prm_panel, address=args.ray_address,
+                               coco_path=args.coco, log=lambda m: print(m, file=sys.stderr))
     summary = RunSummary(written=result.written, failed=result.failed,
                          instances=result.instances, seconds=result.seconds)
     print(summary.line(args.out))

@@ -12,6 +12,7 @@ from pycocotools import mask as mask_util
 
 from icnseg.cli.main import main
 from icnseg.loader import ASSETS
+from icnseg.outdir import MARKER
 
 SAMPLES = sorted((ASSETS / "samples").glob("*.jpg"))
 
@@ -69,8 +70,10 @@ def test_ray_run_writes_what_run_writes(local_ray, inputs, tmp_path, capsys, mon
     assert rc == rc_local == 1
     assert err == err_local and len(err) == 1 and "broken.jpg" in err[0]
     assert out.strip().split(",")[:3] == out_local.strip().split(",")[:3]  # counts agree
-    written = sorted(p.name for p in local.iterdir())
-    assert sorted(p.name for p in dist.iterdir() if p.name != "failures.jsonl") == written
+    written = sorted(p.name for p in local.iterdir() if p.name != MARKER)
+    assert (dist / MARKER).is_file()  # both are icnseg output folders (their logs differ)
+    assert sorted(p.name for p in dist.iterdir()
+                  if p.name not in ("failures.jsonl", MARKER)) == written
     assert "000000-1.json" in written  # the duplicate stem got the run's suffix
     for name in written:
         assert (dist / name).read_bytes() == (local / name).read_bytes(), name
