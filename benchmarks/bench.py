@@ -82,7 +82,6 @@ def _is_export_dir(model: str) -> bool:
 
 def load_runners(cfg: BenchConfig, stack: contextlib.ExitStack) -> Loaded:
     """Load every requested pipeline on the same model (exporting a checkpoint if needed)."""
-    from icnseg.benchmarks.baseline import BaselineModel
     from icnseg.loader import load
 
     needs_torch = cfg.baseline or TORCH in cfg.backends
@@ -112,6 +111,8 @@ def load_runners(cfg: BenchConfig, stack: contextlib.ExitStack) -> Loaded:
             stack.callback(exported.close)
             models.append(exported)
     if cfg.baseline:
+        from icnseg.benchmarks.baseline import BaselineModel  # torch: only when asked for
+
         models.append(BaselineModel(eager))
     seg_cfg = seg_cfg or models[0].segment_config()
     runners: dict[str, Any] = {}

@@ -130,3 +130,25 @@ def test_statistics_raw_samples_warnings_and_plot(tmp_path) -> None:
     assert any("only 2 timed samples" in w for w in data["warnings"])
     assert "**Warning:** only 2 timed samples" in out.with_suffix(".md").read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_runs_without_torch(tmp_path) -> None:
+    """A runtime-only install (torch not importable) benchmarks ONNX Runtime: nothing on that
+    path may import the torch baseline (CI's torch-free venv runs the same command)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        from icnseg.cli.main import main
+        rc = main(["bench", "default", "--backend", "onnxruntime", "--iters", "1",
+                   "--warmup", "0", "--streams", "0", "--no-cold"])
+        assert sys.modules["torch"] is None
+        sys.exit(rc)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| e2e p50 (ms) |" in res.stdout
