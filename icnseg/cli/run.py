@@ -50,9 +50,11 @@ class RunSummary:
         if self.streams:
             parts.append(f"{self.frames} frame(s) of {self.streams} video(s)")
         kept = f" ({self.skipped} kept from the earlier run)" if self.skipped else ""
+        done = len(self.written) + self.frames
+        rate = f" ({done / self.seconds:.2f} images/s)" if done and self.seconds > 0 else ""
         return (
             f"{' + '.join(parts)} segmented{kept}, {self.instances} instance(s), "
-            f"{len(self.failed)} failed, {self.seconds:.1f}s -> {out_dir}"
+            f"{len(self.failed)} failed, {self.seconds:.1f}s{rate} -> {out_dir}"
         )
 
 
@@ -224,6 +226,20 @@ def _skip_kept(sources: Sequence, out: OutputDir, summary: RunSummary) -> list:
     return kept
 
 
+def _known_total(sources: Sequence) -> int | None:
+    """Frames the run will produce when known up front (still images, capped videos), for
+    the progress bar's total and ETA; None when a video or camera has no known length."""
+    total = 0
+    for source in sources:
+        if source.kind == "images":
+            total += len(source.paths)
+        elif getattr(source, "max_frames", None) is not None:
+            total += source.max_frames
+        else:
+            return None
+    return total
+
+
 def run_sources(
     segment_fn: Callable,
     sources: Sequence[ImageSource | CaptureSource],
@@ -258,8 +274,8 @@ def run_sources(
         with (
             _pool(proposal_workers, proposals, segment_fn) as pool,
             _frames(sources, _preparer(segment_fn, proposals), depth, pool) as frames,
-            tqdm(frames, desc="segment", unit="frame", disable=None if progress else True,
-                 leave=False) as bar,
+            tqdm(frames, desc="segment", unit="image", total=_known_total(sources),
+                 disable=None if progress else True, leave=True, dynamic_ncols=True) as bar,
         ):
             for frame in bar:
                 if frame.source is not writer.source:

@@ -134,3 +134,18 @@ def test_device_means_the_device_and_provider_is_its_own_flag(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse: not a --device choice any more
         main(["run", "default", "x.jpg", "--out", str(tmp_path / "o"), "--device", "tensorrt"])
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+def test_summary_gives_images_per_second_and_the_bar_knows_its_total(tmp_path):
+    from pathlib import Path
+
+    from icnseg.cli.run import RunSummary, _known_total
+    from icnseg.cli.sources import make_sources
+
+    s = RunSummary(written=["a", "b", "c", "d"], instances=5, seconds=2.0)
+    assert s.line("out") == ("4 image(s) segmented, 5 instance(s), 0 failed, 2.0s "
+                             "(2.00 images/s) -> out")
+    images = [Path("a.jpg"), Path("b.png")]
+    assert _known_total(make_sources(images)) == 2
+    assert _known_total(make_sources([*images, Path("clip.mp4")], max_frames=7)) == 9
+    assert _known_total(make_sources([Path("clip.mp4")])) is None  # length unknown up front
