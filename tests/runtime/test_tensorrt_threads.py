@@ -18,6 +18,15 @@ ASSETS = Path(__file__).resolve().parents[2] / "icnseg" / "assets"
 pytest.importorskip("onnxruntime")
 
 
+def _run_threads(work, n: int) -> None:
+    """Run ``work(i)`` for i < n in n threads at once and wait for all of them."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_image_is_copied_once_per_graph_not_per_icn_pass(fake_gpu, sample_x):
     """T = 3 ICN passes: the host image goes to the prm engine once and to the icn engine
     once; the PRMs and every later pass stay on the device."""
@@ -67,11 +76,7 @@ def test_one_backend_serves_several_threads(fake_gpu, sample_x):
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _run_threads(work, 4)
         assert not errors, errors
         for i, image in enumerate(images):
             want = ref.run({"image": image})
@@ -135,11 +140,7 @@ def test_exported_model_segments_from_several_threads(fake_gpu):
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _run_threads(work, len(images))
         assert not errors, errors
         for i, image in enumerate(images):
             want = run_stages(ref, image, cfg)

@@ -38,6 +38,14 @@ def _case(seed: int, k: int, h: int = 24, w: int = 40):
     return stages, props
 
 
+def _match_on_device(to_dev, stages, props, cfg):
+    """The stages' ICN maps put on the device as an engine leaves them, then matched there."""
+    on_device = to_dev(stages.enhanced)
+    maps = DeviceArray(int(on_device.gpudata), on_device.shape, on_device.dtype, "cuda",
+                       owner=on_device)
+    return match_on_device(stages, maps, props, CLASSES, cfg, normalize=False)
+
+
 @pytest.mark.parametrize("seed,k", [(0, 1), (1, 6), (2, 12)])
 @pytest.mark.parametrize("factored", [True, False])
 def test_device_maps_give_the_numpy_instances(device, seed, k, factored):
@@ -45,10 +53,7 @@ def test_device_maps_give_the_numpy_instances(device, seed, k, factored):
     stages, props = _case(seed, k)
     props = props if factored else Proposals(props.masks)
     want = select_instances(stages, props, CLASSES, cfg)
-    on_device = to_dev(stages.enhanced)
-    maps = DeviceArray(int(on_device.gpudata), on_device.shape, on_device.dtype, "cuda",
-                       owner=on_device)
-    got = match_on_device(stages, maps, props, CLASSES, cfg, normalize=False)
+    got = _match_on_device(to_dev, stages, props, cfg)
     assert [(i.class_name, i.score, i.peak) for i in got] == \
         [(i.class_name, i.score, i.peak) for i in want]
     assert all(np.array_equal(a.mask, b.mask) for a, b in zip(got, want, strict=True))
@@ -62,10 +67,7 @@ def test_maps_are_upsampled_to_the_proposals_size(device, factored):
     _, props = _case(5, 1, h=60, w=100)
     props = props if factored else Proposals(props.masks)
     want = select_instances(stages, props, CLASSES, cfg)
-    on_device = to_dev(stages.enhanced)
-    maps = DeviceArray(int(on_device.gpudata), on_device.shape, on_device.dtype, "cuda",
-                       owner=on_device)
-    got = match_on_device(stages, maps, props, CLASSES, cfg, normalize=False)
+    got = _match_on_device(to_dev, stages, props, cfg)
     assert want, "the case must keep some instances"
     assert [(i.class_name, i.score, i.peak) for i in got] == \
         [(i.class_name, i.score, i.peak) for i in want]
