@@ -37,7 +37,9 @@ COLUMNS = {
 def write_video(path: Path, frames: int, side: int, seed: int = 0) -> Path:
     """An mp4 of ``frames`` synthetic shape scenes at ``side`` x ``side``."""
     from icnseg.data.synth import render_sample
+    from icnseg.output.video import quiet_ffmpeg
 
+    quiet_ffmpeg()  # before this process's first FFmpeg use, or the codec probes print
     rng = np.random.default_rng(seed)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (side, side))
     for _ in range(frames):
