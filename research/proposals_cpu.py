@@ -152,9 +152,8 @@ def stream(frames: int, workers: list[int], backend: str = "onnxruntime") -> dic
             dest = Path(tmp) / f"w{n}"
             kwargs = {"proposal_workers": n} if n else {}
             t0 = time.perf_counter()
-            summary = run_sources(seg, make_sources([video]), dest, model.classes,
-                                  cfg.to_dict(), progress=False, log=lambda m: None, depth=0,
-                                  **kwargs)
+            summary = run_sources(seg, make_sources([video]), dest, cfg.to_dict(),
+                                  progress=False, log=lambda m: None, depth=0, **kwargs)
             secs = time.perf_counter() - t0
             if summary.failed:
                 raise BenchmarkError(f"run failed: {summary.failed[0]}")

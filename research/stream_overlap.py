@@ -50,15 +50,15 @@ def _load(backend: str) -> tuple[Any, Any, Any]:
     return model, cfg, FrameSegmenter(model, cfg)
 
 
-def timed_run(segmenter: Any, model: Any, cfg: Any, video: Path, out: Path, depth: int
+def timed_run(segmenter: Any, cfg: Any, video: Path, out: Path, depth: int
               ) -> tuple[float, list[list[str]]]:
     """Seconds and per-frame class lists of ``run_sources`` with prefetch ``depth``."""
     from icnseg.cli.run import run_sources
     from icnseg.cli.sources import make_sources
 
     t0 = time.perf_counter()
-    summary = run_sources(segmenter, make_sources([video]), out, model.classes,
-                          cfg.to_dict(), progress=False, log=lambda m: None, depth=depth)
+    summary = run_sources(segmenter, make_sources([video]), out, cfg.to_dict(),
+                          progress=False, log=lambda m: None, depth=depth)
     seconds = time.perf_counter() - t0
     if summary.failed:
         raise BenchmarkError(f"run_sources failed: {summary.failed[0]}")
@@ -69,12 +69,12 @@ def timed_run(segmenter: Any, model: Any, cfg: Any, video: Path, out: Path, dept
 
 def measure(frames: int = 40, backend: str = "onnxruntime") -> dict[str, Any]:
     """Frames/s of both ways on the same video; BenchmarkError if their instances differ."""
-    model, cfg, segmenter = _load(backend)
+    _, cfg, segmenter = _load(backend)
     with tempfile.TemporaryDirectory(prefix="icnseg-stream-") as tmp:
         video = write_video(Path(tmp) / "clip.mp4", frames)
-        timed_run(segmenter, model, cfg, video, Path(tmp) / "warm", 0)  # sessions, caches
-        seq_s, seq = timed_run(segmenter, model, cfg, video, Path(tmp) / "inline", 0)
-        pre_s, pre = timed_run(segmenter, model, cfg, video, Path(tmp) / "prefetch", 3)
+        timed_run(segmenter, cfg, video, Path(tmp) / "warm", 0)  # sessions, caches
+        seq_s, seq = timed_run(segmenter, cfg, video, Path(tmp) / "inline", 0)
+        pre_s, pre = timed_run(segmenter, cfg, video, Path(tmp) / "prefetch", 3)
     if seq != pre or not seq:
         raise BenchmarkError("the prefetching run wrote other instances than the inline one")
     return {"backend": backend, "frames": len(seq), "inline_fps": len(seq) / seq_s,

@@ -90,7 +90,7 @@ def _run_into(model_name: str, sources, out_dir, args: argparse.Namespace) -> in
     model, cfg = load_for_cli(model_name, args)
     segment_fn = FrameSegmenter(model, cfg, with_prm=args.prm_panel)
     config = run_config(model, args.backend, args.device, args.proposals, cfg)
-    summary = run_sources(segment_fn, sources, out_dir, model.classes, config,
+    summary = run_sources(segment_fn, sources, out_dir, config,
                           proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
                           frame_png=getattr(args, "frame_png", False),
                           depth=prefetch_depth(getattr(args, "prefetch", None), args.device),

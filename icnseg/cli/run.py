@@ -105,9 +105,8 @@ def _preparer(segment_fn: Callable, proposals: str) -> Callable[[Frame], Frame]:
 class _Writer:
     """Writes each segmented frame: image JSON + PNG, or frame JSON + annotated video."""
 
-    def __init__(self, out: OutputDir, class_names, config: dict, frame_png: bool) -> None:
-        self.dir, self.class_names, self.config, self.frame_png = (
-            out, class_names, config, frame_png)
+    def __init__(self, out: OutputDir, config: dict, frame_png: bool) -> None:
+        self.dir, self.config, self.frame_png = out, config, frame_png
         self.out = out.path
         self.video = None
         self.source = None
@@ -244,7 +243,6 @@ def run_sources(
     segment_fn: Callable,
     sources: Sequence[ImageSource | CaptureSource],
     out_dir: str | os.PathLike | OutputDir,
-    class_names: Sequence[str],
     config: dict,
     proposals: str = "builtin",
     progress: bool = True,
@@ -264,10 +262,10 @@ def run_sources(
     summary = RunSummary()
     if not isinstance(out_dir, OutputDir):
         with OutputDir(out_dir, _inputs(sources)) as opened:
-            return run_sources(segment_fn, sources, opened, class_names, config, proposals,
-                               progress, log, frame_png, depth)
+            return run_sources(segment_fn, sources, opened, config, proposals, progress, log,
+                               frame_png, depth, proposal_workers)
     sources = _skip_kept(sources, out_dir, summary)
-    writer = _Writer(out_dir, class_names, config, frame_png)
+    writer = _Writer(out_dir, config, frame_png)
     segment = getattr(segment_fn, "segment", None) or (lambda data: segment_fn(*data))
     t0 = time.perf_counter()
     try:

@@ -187,7 +187,7 @@ def test_interrupted_video_leaves_no_half_file(clip, tmp_path):
     fn = _fake_segment(3, KeyboardInterrupt())
     before = threading.active_count()
     with pytest.raises(KeyboardInterrupt):
-        run_sources(fn, make_sources([clip]), out, ["x"], {}, progress=False)
+        run_sources(fn, make_sources([clip]), out, {}, progress=False)
     assert len(list((out / "clip").glob("*.json"))) == 2
     assert not (out / "clip.mp4").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]
@@ -195,7 +195,7 @@ def test_interrupted_video_leaves_no_half_file(clip, tmp_path):
 
     fn = _fake_segment(2, RuntimeError("bug"))
     with pytest.raises(RuntimeError, match="bug"):
-        run_sources(fn, make_sources([clip]), tmp_path / "o2", ["x"], {}, progress=False)
+        run_sources(fn, make_sources([clip]), tmp_path / "o2", {}, progress=False)
     assert not (tmp_path / "o2" / "clip.mp4").exists()
 
 
@@ -216,7 +216,7 @@ class _FakeCamera:
 def test_camera_stopped_by_ctrl_c_keeps_its_video(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        run_sources(_fake_segment(4, KeyboardInterrupt()), [_FakeCamera()], out, ["x"], {},
+        run_sources(_fake_segment(4, KeyboardInterrupt()), [_FakeCamera()], out, {},
                     progress=False)
     frames, fps = read_back(out / "camera0.mp4")
     assert len(frames) == 3 and fps == pytest.approx(15.0)
@@ -225,7 +225,7 @@ def test_camera_stopped_by_ctrl_c_keeps_its_video(tmp_path):
 def test_segment_errors_name_the_frame(clip, tmp_path):
     logged: list[str] = []
     fn = _fake_segment(2, InputError("image: expected uint8 pixels"))
-    summary = run_sources(fn, make_sources([clip]), tmp_path / "o", ["x"], {}, progress=False,
+    summary = run_sources(fn, make_sources([clip]), tmp_path / "o", {}, progress=False,
                           log=logged.append)
     assert logged == ["icnseg: error: clip.mp4#000001: image: expected uint8 pixels"]
     assert summary.failed == [(str(clip), "clip.mp4#000001: image: expected uint8 pixels")]
