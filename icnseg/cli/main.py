@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from icnseg import __version__
+from icnseg.classes import SYNTH_OBJECTS, SYNTH_STYLES
 from icnseg.cli.bounds import SYNTH_SIZE, add_bounded
 from icnseg.cli.flags import add_config_args, config_from_args
 from icnseg.cli.segment_args import add_segment_args, load_for_cli, prefetch_depth
@@ -31,6 +32,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         size=args.size,
         force=args.force,
         val_fraction=args.val_fraction,
+        style=args.style,
+        objects=args.objects,
     )
     print(f"wrote {args.n} images in VOC layout to {out}")
     return 0
@@ -219,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_bounded(p, "--seed", "random seed (default: 0)", default=0)
     add_bounded(p, "--size", "image side in pixels (default: 256)", SYNTH_SIZE, default=256)
     add_bounded(p, "--val-fraction", "share in val (default: 0.2)", default=0.2)
+    p.add_argument("--style", choices=SYNTH_STYLES, default="train",
+                   help="look: train (what the shipped model trains on), salient (the "
+                   "others set's look), unseen (for generalisation tests; default: train)")
+    p.add_argument("--objects", choices=SYNTH_OBJECTS, default="targets",
+                   help="targets (the five classes) or others (class-agnostic non-target "
+                   "shapes, the saliency variant's training set; default: targets)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_cmd_synth)
 

@@ -7,7 +7,7 @@ later occlude earlier ones; an instance keeps only its visible pixels and is dro
 drawn with OpenCV, antialiasing off. Like VOC, the PNGs carry a thin void band (255)
 along every object boundary.
 
-Every image is a function of ``(seed, index, size)`` only (``sample_rng``), so the
+Every image is a function of ``(seed, index, size, style, objects)`` only (``sample_rng``), so the
 train/val split and ``n`` never change an image's content.
 """
 
@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from icnseg.classes import SYNTH_CLASSES
+from icnseg.classes import OTHERS_CLASSES, SYNTH_CLASSES
+from icnseg.data.synth_styles import check_style, other_shape_mask, style_background, style_paint
 from icnseg.data.voc import voc_palette
 from icnseg.errors import ConfigError
 from icnseg.fileio import atomic_dir
@@ -67,8 +68,11 @@ def _polygon(kind: str, r: float, theta: float) -> np.ndarray:
     return pts
 
 
-def _shape_mask(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
+def _shape_mask(rng: np.random.Generator, size: int, objects: str = "targets"
+                ) -> tuple[np.ndarray, int]:
     """Draw one random shape: its full (unoccluded) mask [size,size] bool and class index."""
+    if objects == "others":
+        return other_shape_mask(rng, size, rng.uniform(*SIZE_RANGE) * size), 0
     cls = int(rng.integers(len(SYNTH_CLASSES)))
     extent = rng.uniform(*SIZE_RANGE) * size
     r = extent / 2.0
@@ -165,16 +169,18 @@ def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
 
 
 def render_sample(
-    rng: np.random.Generator, size: int = 256
+    rng: np.random.Generator, size: int = 256, style: str = "train", objects: str = "targets"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one image: (RGB uint8 [H,W,3], visible instance masks bool [N,H,W], classes int64 [N]).
 
-    Classes index ``SYNTH_CLASSES``; masks are disjoint and listed in drawing order.
+    Classes index ``SYNTH_CLASSES`` (all 0, "object", for ``objects="others"``); masks are
+    disjoint and listed in drawing order. ``style``/``objects``: see ``synth_styles``.
     """
+    check_style(style, objects)
     min_px = _min_pixels(size)
     while True:
         n = int(rng.integers(1, MAX_INSTANCES + 1))
-        shapes = [_shape_mask(rng, size) for _ in range(n)]
+        shapes = [_shape_mask(rng, size, objects) for _ in range(n)]
         full = np.stack([m for m, _ in shapes])
         classes = np.array([c for _, c in shapes], np.int64)
         while len(full):  # dropping an occluder uncovers pixels: re-check until stable
@@ -185,9 +191,14 @@ def render_sample(
         if len(full):
             break
     vis = _visible(full)
-    img = _background(rng, size)
-    for m in full:
-        _paint(rng, img, m)
+    if style == "train":
+        img = _background(rng, size)
+        for m in full:
+            _paint(rng, img, m)
+    else:
+        img = style_background(rng, size, style)
+        for m in full:
+            style_paint(rng, img, m, style)
     img = cv2.GaussianBlur(img, (0, 0), 0.6)
     img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return img, vis, classes
@@ -212,7 +223,8 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()) + 1, int(ys.min()) + 1, int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def annotation_xml(image_id: str, size: int, masks: np.ndarray, classes: np.ndarray) -> str:
+def annotation_xml(image_id: str, size: int, masks: np.ndarray, classes: np.ndarray,
+                   names: tuple[str, ...] = SYNTH_CLASSES) -> str:
     """The VOC 2012 annotation XML of one synthetic image."""
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = "SYNTH"
@@ -225,7 +237,7 @@ def annotation_xml(image_id: str, size: int, masks: np.ndarray, classes: np.ndar
     ET.SubElement(root, "segmented").text = "1"
     for m, c in zip(masks, classes, strict=True):
         obj = ET.SubElement(root, "object")
-        ET.SubElement(obj, "name").text = SYNTH_CLASSES[int(c)]
+        ET.SubElement(obj, "name").text = names[int(c)]
         ET.SubElement(obj, "pose").text = "Unspecified"
         ET.SubElement(obj, "truncated").text = "0"
         ET.SubElement(obj, "difficult").text = "0"
@@ -269,7 +281,8 @@ def _check_args(n: int, seed: int, size: int, val_fraction: float) -> None:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
 
 
-def _write_sample(root: Path, image_id: str, rendered: tuple, palette: list[int]) -> None:
+def _write_sample(root: Path, image_id: str, rendered: tuple, palette: list[int],
+                  names: tuple[str, ...]) -> None:
     """Write one rendered image's JPEG, XML and both PNGs under ``root``."""
     img, masks, classes = rendered
     ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -277,14 +290,15 @@ def _write_sample(root: Path, image_id: str, rendered: tuple, palette: list[int]
         raise ConfigError(f"{image_id}: JPEG encoding failed")
     (root / "JPEGImages" / f"{image_id}.jpg").write_bytes(buf.tobytes())
     size = img.shape[0]
-    xml = annotation_xml(image_id, size, masks, classes)
+    xml = annotation_xml(image_id, size, masks, classes, names)
     (root / "Annotations" / f"{image_id}.xml").write_text(xml, encoding="utf-8")
     obj, cls = label_maps(masks, classes)
     _save_palette_png(root / "SegmentationObject" / f"{image_id}.png", obj, palette)
     _save_palette_png(root / "SegmentationClass" / f"{image_id}.png", cls, palette)
 
 
-def _write_lists(root: Path, ids: list[str], is_val: np.ndarray, present: np.ndarray) -> None:
+def _write_lists(root: Path, ids: list[str], is_val: np.ndarray, present: np.ndarray,
+                 names: tuple[str, ...]) -> None:
     """Write ImageSets/{Segmentation,Main} split files and classes.txt."""
     splits = {
         "train": [i for i, v in zip(ids, is_val, strict=True) if not v],
@@ -297,12 +311,12 @@ def _write_lists(root: Path, ids: list[str], is_val: np.ndarray, present: np.nda
             text = "".join(f"{i}\n" for i in members)
             (root / "ImageSets" / sub / f"{name}.txt").write_text(text, encoding="utf-8")
     index = {i: k for k, i in enumerate(ids)}
-    for c, cname in enumerate(SYNTH_CLASSES):
+    for c, cname in enumerate(names):
         for name, members in splits.items():
             lines = [f"{i} {1 if present[index[i], c] else -1:2d}\n" for i in members]
             path = root / "ImageSets" / "Main" / f"{cname}_{name}.txt"
             path.write_text("".join(lines), encoding="utf-8")
-    (root / "classes.txt").write_text("".join(f"{c}\n" for c in SYNTH_CLASSES), encoding="utf-8")
+    (root / "classes.txt").write_text("".join(f"{c}\n" for c in names), encoding="utf-8")
 
 
 def generate(
@@ -312,18 +326,22 @@ def generate(
     size: int = 256,
     force: bool = False,
     val_fraction: float = 0.2,
+    style: str = "train",
+    objects: str = "targets",
 ) -> Path:
     """Write ``n`` synthetic images in the VOC 2012 layout to ``out_dir`` atomically; return it."""
     _check_args(n, seed, size, val_fraction)
+    check_style(style, objects)
+    names = SYNTH_CLASSES if objects == "targets" else OTHERS_CLASSES
     palette = voc_palette()
     ids = [f"{i:06d}" for i in range(n)]
-    present = np.zeros((n, len(SYNTH_CLASSES)), bool)
+    present = np.zeros((n, len(names)), bool)
     with atomic_dir(out_dir, force=force) as tmp:
         for sub in ("JPEGImages", "Annotations", "SegmentationObject", "SegmentationClass"):
             (tmp / sub).mkdir()
         for i, image_id in enumerate(ids):
-            rendered = render_sample(sample_rng(seed, i), size)
+            rendered = render_sample(sample_rng(seed, i), size, style, objects)
             present[i, rendered[2]] = True
-            _write_sample(tmp, image_id, rendered, palette)
-        _write_lists(tmp, ids, _split(n, seed, val_fraction), present)
+            _write_sample(tmp, image_id, rendered, palette, names)
+        _write_lists(tmp, ids, _split(n, seed, val_fraction), present, names)
     return Path(out_dir)

@@ -130,7 +130,7 @@ def classification_map(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def fit(name: str, module, optim, n_items: int, cfg, config: dict, rpath: Path,
         batch_loss, log, t0: float) -> None:
-    """Run the epochs of ``cfg`` not yet in the resume file; ``batch_loss(indices, rng)``.
+    """Run the epochs of ``cfg`` not yet in the resume file; ``batch_loss(indices, rng, epoch)``.
 
     ``cfg`` needs epochs, lr, lr_step, lr_gamma, seed and batch_size. The state after each
     epoch goes to ``rpath``, so an interrupted run continues where it stopped, bit for bit.
@@ -155,7 +155,7 @@ def fit(name: str, module, optim, n_items: int, cfg, config: dict, rpath: Path,
                    leave=False, disable=None)
         for b in bar:
             idx = order[b : b + cfg.batch_size]
-            loss = batch_loss(idx, rng)
+            loss = batch_loss(idx, rng, epoch)
             optim.zero_grad()
             loss.backward()
             optim.step()

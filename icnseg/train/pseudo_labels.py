@@ -22,18 +22,23 @@ class Target:
 
 
 def naive_prms(
-    classifier, image: np.ndarray, present: np.ndarray, peak_cfg, rule: str, mean, std
+    classifier, image: np.ndarray, present: np.ndarray | None, peak_cfg, rule: str, mean, std
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Peaks (Eq. 1) of the classes in ``present`` and their naive PRMs (Eq. 2) for one image."""
+    """Peaks (Eq. 1) of the classes in ``present`` and their naive PRMs (Eq. 2) for one image.
+
+    ``present`` None: the classes the classifier predicts (``peak_cfg.score_threshold``).
+    """
     import torch
 
     from icnseg.data.transforms import normalize
-    from icnseg.models.prm import find_peaks
+    from icnseg.models.prm import find_peaks, present_classes
     from icnseg.models.prm_backprop import peak_response_maps
 
     x = torch.from_numpy(normalize(image, mean, std))[None]
     with torch.no_grad():
         crm = classifier(x)[0]
+    if present is None:
+        present = present_classes(crm, peak_cfg)
     peaks = find_peaks(crm, present, peak_cfg)
     if len(peaks) == 0:
         return peaks, np.zeros((0,) + image.shape[:2], np.float32)

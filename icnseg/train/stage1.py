@@ -127,7 +127,7 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
     rpath = resume_path(cfg.out)
     t0 = time.time()
 
-    def batch_loss(idx, rng):
+    def batch_loss(idx, rng, _epoch):
         samples = [train[int(i)] for i in idx]
         x = torch.from_numpy(np.stack([_train_item(s, cfg, rng) for s in samples]))
         y = torch.from_numpy(np.stack([s.labels for s in samples]).astype(np.float32))

@@ -45,6 +45,10 @@ class Stage2Config:
     # Share of training inputs replaced by the ICN's own output on that PRM (1 to T-1 passes,
     # no gradient), so the test-time loop of T passes sees inputs like those it trained on.
     feedback: float = 0.0  # share of inputs replaced by the ICN's own fed-back output (0..1)
+    # An untrained ICN's output is noise, and min-max normalising it fed back teaches
+    # nothing (a run without this warm-up collapsed to empty maps).
+    feedback_after: int = 1  # epochs of plain naive-PRM inputs before fed-back ones start
+    init: str | None = None  # start the ICN from this checkpoint's ICN (None: random init)
     labels: str = "proposals"  # proposals | saliency (instance-saliency masks as labels)
     saliency_dir: str | None = None  # VOC-layout dir of instance masks for labels=saliency
     proposals: str = "builtin"  # builtin | a directory of precomputed proposals per image id
@@ -96,7 +100,9 @@ def build_targets(
     for i in tqdm(range(len(dataset)), desc="stage2 targets", leave=False, disable=None):
         s = dataset[i]
         image = resize(s.image, (h, w))
-        present = s.labels > 0
+        # A salient-instance set of other objects has no labels of the model's classes:
+        # the classes the classifier finds there give the peaks, as at test time.
+        present = s.labels > 0 if dataset.classes == model.classes else None
         peaks, prm = naive_prms(
             model.classifier, image, present, peak_cfg, cfg.rule, model.mean, model.std
         )
@@ -163,6 +169,14 @@ def _fed_back(icn, x, r, rng: np.random.Generator, share: float, iterations: int
     return r
 
 
+def _icn_state(path: str) -> dict:
+    """The ICN weights of an icnseg checkpoint (``--init``)."""
+    icn = load_checkpoint(path).sub_state("icn")
+    if not icn:
+        raise ConfigError(f"{path}: --init needs a checkpoint with an ICN (a stage-2 one)")
+    return icn
+
+
 def train_stage2(cfg: Stage2Config, log=print) -> dict:
     """Train the ICN on pseudo labels and write a full checkpoint (classifier + ICN)."""
     check_train_out(cfg)  # before any work: a failed save at the end loses the run
@@ -181,26 +195,30 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
     for p in model.classifier.parameters():
         p.requires_grad_(False)
     root = cfg.saliency_dir if cfg.labels == "saliency" else cfg.data
-    dataset = VocDataset(root, cfg.train_split, classes=model.classes)
+    # A saliency set is class-agnostic (its own classes.txt); the target data has the model's.
+    dataset = VocDataset(root, cfg.train_split,
+                         classes=None if cfg.labels == "saliency" else model.classes)
     t0 = time.time()
     images, targets = build_targets(cfg, model, dataset, log)
     if not targets:
         raise ConfigError(f"{root}: no training targets (no peaks or empty pseudo labels)")
     icn = ICN(encoder=cfg.icn_encoder)
+    if cfg.init:
+        icn.load_state_dict(_icn_state(cfg.init))
     optim = torch.optim.Adam(icn.parameters(), lr=cfg.lr)
     config = dict(model.config, icn_encoder=cfg.icn_encoder, stage2=asdict(cfg),
                   peaks=peak_settings(cfg, model.config),
                   segment=dict(model.config.get("segment", {}), iterations=cfg.iterations))
     rpath = resume_path(cfg.out)
 
-    def batch_loss(idx, rng):
+    def batch_loss(idx, rng, epoch):
         batch = [targets[int(i)] for i in idx]
         items = [_augment(rng, images[t.image_index], t.prm.astype(np.float32), t.mask,
                           cfg.crop_scale) for t in batch]
         x = torch.from_numpy(np.stack([normalize(im, model.mean, model.std) for im, _, _ in items]))
         r = torch.from_numpy(np.stack([p for _, p, _ in items]))[:, None]
         y = torch.from_numpy(np.stack([m for _, _, m in items]).astype(np.float32))[:, None]
-        if cfg.feedback > 0 and cfg.iterations > 1:
+        if cfg.feedback > 0 and cfg.iterations > 1 and epoch >= cfg.feedback_after:
             r = _fed_back(icn, x, r, rng, cfg.feedback, cfg.iterations)
         return F.binary_cross_entropy_with_logits(icn.logits(x, r), y)  # Eq. 4
 

@@ -1,0 +1,94 @@
+"""Stage 2's label sources and schedule: a class-agnostic saliency set, --init, the warm-up
+before fed-back inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from icnseg.checkpoint import load_checkpoint  # noqa: E402
+from icnseg.data.synth import generate  # noqa: E402
+from icnseg.data.transforms import resize, resize_mask  # noqa: E402
+from icnseg.data.voc import VocDataset  # noqa: E402
+from icnseg.eager import EagerModel  # noqa: E402
+from icnseg.errors import ConfigError  # noqa: E402
+from icnseg.models.prm import PeakConfig, find_peaks, present_classes  # noqa: E402
+from icnseg.train import stage2  # noqa: E402
+from icnseg.train.pseudo_labels import naive_prms  # noqa: E402
+from icnseg.train.stage2 import Stage2Config, build_targets, train_stage2  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def others(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("others") / "o", 4, seed=5, size=64,
+                    val_fraction=0.0, style="salient", objects="others")
+
+
+def _cfg(tmp_path, data, stage1, **kw) -> Stage2Config:
+    base = dict(data=str(data), out=str(tmp_path / "s2.safetensors"), stage1=str(stage1),
+                icn_encoder="tiny", epochs=1, batch_size=4)
+    return Stage2Config(**{**base, **kw})
+
+
+def test_predicted_classes_give_the_peaks_when_none_are_given(tiny_checkpoint, others):
+    model = EagerModel.from_checkpoint(load_checkpoint(tiny_checkpoint))
+    peak_cfg = PeakConfig(**model.config["peaks"])
+    image = resize(VocDataset(others, "train")[0].image, model.input_size)
+    peaks, prm = naive_prms(model.classifier, image, None, peak_cfg, "prm", model.mean,
+                            model.std)
+    from icnseg.data.transforms import normalize
+
+    with torch.no_grad():  # independently: the classifier's own present classes
+        crm = model.classifier(torch.from_numpy(normalize(image, model.mean, model.std))[None])[0]
+    want = find_peaks(crm, present_classes(crm, peak_cfg), peak_cfg)
+    assert len(peaks) > 0 and np.array_equal(peaks, want) and len(prm) == len(peaks)
+
+
+def test_saliency_targets_of_a_foreign_set_are_its_own_masks(tiny_checkpoint, others, tmp_path):
+    cfg = _cfg(tmp_path, others, tiny_checkpoint, labels="saliency", saliency_dir=str(others))
+    model = EagerModel.from_checkpoint(load_checkpoint(tiny_checkpoint))
+    ds = VocDataset(others, "train")  # its own classes.txt ("object"), not the model's
+    images, targets = build_targets(cfg, model, ds, log=lambda m: None)
+    assert len(images) == len(ds) and targets
+    for t in targets:
+        gt = [resize_mask(m, model.input_size) for m in ds[t.image_index].instance_masks]
+        assert any(np.array_equal(t.mask, g) for g in gt)
+
+
+def test_fed_back_inputs_wait_for_the_warm_up(monkeypatch, tiny_checkpoint, synth_dir,
+                                               tmp_path):
+    calls = []
+    real = stage2._fed_back
+    monkeypatch.setattr(stage2, "_fed_back", lambda *a, **k: calls.append(1) or real(*a, **k))
+    common = dict(labels="saliency", saliency_dir=str(synth_dir), iterations=3, feedback=1.0)
+    train_stage2(_cfg(tmp_path / "a", synth_dir, tiny_checkpoint, feedback_after=1, **common),
+                 log=lambda m: None)
+    assert calls == []  # one epoch, all of it warm-up
+    train_stage2(_cfg(tmp_path / "b", synth_dir, tiny_checkpoint, feedback_after=0, **common),
+                 log=lambda m: None)
+    assert calls
+
+
+def test_init_starts_from_that_checkpoints_icn(tiny_checkpoint, synth_dir, tmp_path):
+    (tmp_path / "a").mkdir()
+    cfg = _cfg(tmp_path / "a", synth_dir, tiny_checkpoint, labels="saliency",
+               saliency_dir=str(synth_dir), init=str(tiny_checkpoint), lr=1e-12)
+    train_stage2(cfg, log=lambda m: None)
+    before = load_checkpoint(tiny_checkpoint).sub_state("icn")
+    after = load_checkpoint(cfg.out).sub_state("icn")
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+
+
+def test_init_from_a_checkpoint_without_icn_is_refused(tiny_checkpoint, synth_dir, tmp_path):
+    from icnseg.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    stage1_only = tmp_path / "s1.safetensors"
+    save_checkpoint(stage1_only, {k: v for k, v in ckpt.state.items()
+                                  if k.startswith("classifier.")}, ckpt.config)
+    cfg = _cfg(tmp_path, synth_dir, tiny_checkpoint, labels="saliency",
+               saliency_dir=str(synth_dir), init=str(stage1_only))
+    with pytest.raises(ConfigError, match="s1.safetensors: --init needs"):
+        train_stage2(cfg, log=lambda m: None)
