@@ -73,7 +73,7 @@ def _one_video(model: Any, cfg: Any, video: Path, out: Path) -> dict[str, float]
             instances = model.select(prepared, model.infer(prepared, cfg, timer), cfg, timer)
             t0 = time.perf_counter()
             record = instances_to_json(f"{video.name}#{index:06d}", *image.shape[:2],
-                                       instances, cfg.to_dict())
+                                       instances)
             write_json(out / f"{index:06d}.json", record)
             writer.write(render_overlay(image, instances))
             write = time.perf_counter() - t0

@@ -117,6 +117,23 @@ def _parse_meta(path: Path, raw: str | None) -> dict[str, Any]:
     return meta["config"]
 
 
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's config without its tensors (a .safetensors header; a .pt file loads)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if _sniff(path) != "safetensors":
+        return load_checkpoint(path).config
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        raw = (header.get("__metadata__") or {}).get("icnseg")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint header ({exc})") from exc
+    return _parse_meta(path, raw)
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint safely; a missing, truncated or foreign file raises CheckpointError."""
     path = Path(path)

@@ -20,6 +20,7 @@ from icnseg.eval import (
     _empty,
 )
 from icnseg.fileio import write_text
+from icnseg.output.run_file import RUN_FILE
 from icnseg.rle import rle_to_mask
 
 
@@ -56,11 +57,12 @@ def read_prediction(path: str | os.PathLike, class_names: Sequence[str]) -> Imag
 
 
 def _prediction_files(pred_dir: str | os.PathLike) -> dict[str, Path]:
-    """Map image id -> ``<id>.json`` in ``pred_dir`` (metrics.json skipped)."""
+    """Map image id -> ``<id>.json`` in ``pred_dir`` (metrics.json and run.json skipped)."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise InputError(f"{pred_dir}: prediction directory not found")
-    found = {p.stem: p for p in sorted(pred_dir.glob("*.json")) if not is_metrics_name(p.name)}
+    found = {p.stem: p for p in sorted(pred_dir.glob("*.json"))
+             if not is_metrics_name(p.name) and p.name != RUN_FILE}
     if not found:
         raise InputError(f"{pred_dir}: no prediction files (<image>.json from `icnseg run`)")
     return found

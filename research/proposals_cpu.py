@@ -139,11 +139,13 @@ def stream(frames: int, workers: list[int], backend: str = "onnxruntime") -> dic
     from icnseg.cli.run import FrameSegmenter, run_sources
     from icnseg.cli.sources import make_sources
     from icnseg.loader import load
+    from icnseg.output.run_file import run_record
     from research.stream_overlap import write_video
 
     model = load("default", backend=backend)
     cfg = model.segment_config()
     seg = FrameSegmenter(model, cfg)
+    run = run_record("default", backend, model.device, "builtin", cfg)
     out: dict[str, Any] = {"frames": frames, "backend": backend, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="icnseg-prop-") as tmp:
         video = write_video(Path(tmp) / "clip.mp4", frames)
@@ -152,7 +154,7 @@ def stream(frames: int, workers: list[int], backend: str = "onnxruntime") -> dic
             dest = Path(tmp) / f"w{n}"
             kwargs = {"proposal_workers": n} if n else {}
             t0 = time.perf_counter()
-            summary = run_sources(seg, make_sources([video]), dest, cfg.to_dict(),
+            summary = run_sources(seg, make_sources([video]), dest, run,
                                   progress=False, log=lambda m: None, depth=0, **kwargs)
             secs = time.perf_counter() - t0
             if summary.failed:

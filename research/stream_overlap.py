@@ -55,9 +55,12 @@ def timed_run(segmenter: Any, cfg: Any, video: Path, out: Path, depth: int
     """Seconds and per-frame class lists of ``run_sources`` with prefetch ``depth``."""
     from icnseg.cli.run import run_sources
     from icnseg.cli.sources import make_sources
+    from icnseg.output.run_file import run_record
 
+    model = segmenter.model
+    run = run_record("default", model.backend, model.device, "builtin", cfg)
     t0 = time.perf_counter()
-    summary = run_sources(segmenter, make_sources([video]), out, cfg.to_dict(),
+    summary = run_sources(segmenter, make_sources([video]), out, run,
                           progress=False, log=lambda m: None, depth=depth)
     seconds = time.perf_counter() - t0
     if summary.failed:

@@ -87,13 +87,13 @@ def _expected_output_bytes(items) -> int:
 
 def _run_into(model_name: str, sources, out_dir, args: argparse.Namespace) -> int:
     from icnseg.cli.run import FrameSegmenter, run_sources
-    from icnseg.output.record import run_config
+    from icnseg.output.run_file import run_record
 
     out = str(out_dir.path)
     model, cfg = load_for_cli(model_name, args)
     segment_fn = FrameSegmenter(model, cfg, with_prm=args.prm_panel)
-    config = run_config(model, args.backend, args.device, args.proposals, cfg)
-    summary = run_sources(segment_fn, sources, out_dir, config,
+    run = run_record(model_name, args.backend, args.device, args.proposals, cfg)
+    summary = run_sources(segment_fn, sources, out_dir, run,
                           proposals=args.proposals, log=lambda m: print(m, file=sys.stderr),
                           frame_png=getattr(args, "frame_png", False),
                           depth=prefetch_depth(getattr(args, "prefetch", None), args.device),

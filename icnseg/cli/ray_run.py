@@ -49,9 +49,15 @@ def check_ray_args(args: argparse.Namespace) -> None:
 
 
 def cmd_run_ray(args: argparse.Namespace) -> int:
-    """Segment the inputs on Ray; print failures and the summary line; 1 if any failed."""
+    """Segment the inputs on Ray; print failures and the summary line; 1 if any failed.
+
+    The driver resolves the settings (the model's recorded ones, ``--config``, the flags) and
+    writes ``run.json``; the workers get those settings whole and write the records."""
+    from functools import partial
+
     from icnseg.cli.run import RunSummary
     from icnseg.cli.segment_args import segment_overrides
+    from icnseg.cli.settings_file import config_with_file
     from icnseg.distributed.ray_batch import PoolConfig
     from icnseg.distributed.ray_files import (
         FAILURES_FILE,
@@ -61,6 +67,8 @@ def cmd_run_ray(args: argparse.Namespace) -> int:
     )
     from icnseg.loader import auto_backend, check_device
     from icnseg.outdir import OutputDir
+    from icnseg.output import run_file
+    from icnseg.settings import config_from_dict
 
     pool = PoolConfig(**{k: getattr(args, k) for k in
                          ("workers", "batch_size", "cpus_per_worker", "gpus_per_worker")
@@ -70,18 +78,23 @@ def cmd_run_ray(args: argparse.Namespace) -> int:
         args.backend, why = auto_backend(args.model)
         print(f"backend: {args.backend} ({why})", file=sys.stderr)
     args.device = check_device(args.backend, args.device)
+    settings = run_file.recorded_settings(run_file.model_path(args.model, args.backend))
+    cfg = config_with_file(partial(config_from_dict, settings), args.config,
+                           segment_overrides(args))
+    run = run_file.run_record(args.model, args.backend, args.device, args.proposals, cfg)
     folders = [Path(i) for i in args.inputs if Path(i).is_dir()]
     # the single-process run's output-folder rules: never an input folder, never a folder of
     # foreign files without --force; every file is logged in the marker before the workers
     # write it (they run in other processes)
     with OutputDir(args.out, [*folders, *paths], force=args.force) as out_dir:
+        run_file.write_run_file(out_dir, run)  # no --resume here: no kept one to check
         for name in name_files(paths).values():
             out_dir.claim(f"{name.stem}.json")
             out_dir.claim(f"{name.stem}.png")
         out_dir.claim(FAILURES_FILE)
         result = segment_files(args.model, paths, out_dir.path, backend=args.backend,
                                device=args.device, pool=pool,
-                               overrides=segment_overrides(args), proposals=args.proposals,
+                               overrides=run["segment"], proposals=args.proposals,
                                with_prm=args.prm_panel, address=args.ray_address,
                                coco_path=args.coco, log=lambda m: print(m, file=sys.stderr))
     summary = RunSummary(written=result.written, failed=result.failed,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,8 +106,9 @@ def _preparer(segment_fn: Callable, proposals: str) -> Callable[[Frame], Frame]:
 class _Writer:
     """Writes each segmented frame: image JSON + PNG, or frame JSON + annotated video."""
 
-    def __init__(self, out: OutputDir, config: dict, frame_png: bool) -> None:
-        self.dir, self.config, self.frame_png = out, config, frame_png
+    def __init__(self, out: OutputDir, frame_png: bool, run: dict[str, Any] | None) -> None:
+        """``run``: the folder's run.json, written before the first record (None: kept)."""
+        self.dir, self.frame_png, self.run = out, frame_png, run
         self.out = out.path
         self.video = None
         self.source = None
@@ -136,16 +138,20 @@ class _Writer:
         """Write the outputs of one segmented frame."""
         from icnseg.output.overlay import render_overlay
         from icnseg.output.record import instances_to_json, write_json, write_png, write_result
+        from icnseg.output.run_file import write_run_file
         from icnseg.output.video import VideoOutput
 
+        if self.run is not None:
+            write_run_file(self.dir, self.run)
+            self.run = None
         if frame.source.kind == "images":
             self.dir.claim(f"{frame.stem}.json")
             self.dir.claim(f"{frame.stem}.png")
-            write_result(self.out, frame.stem, frame.image, instances, self.config, prm=prm,
+            write_result(self.out, frame.stem, frame.image, instances, prm=prm,
                          image_name=frame.name)
             return
         h, w = frame.image.shape[:2]
-        record = instances_to_json(frame.name, h, w, instances, self.config)
+        record = instances_to_json(frame.name, h, w, instances)
         overlay = render_overlay(frame.image, instances, prm=prm)
         write_json(self.dir.claim(f"{frame.stem}.json"), record)
         if self.frame_png:
@@ -243,7 +249,7 @@ def run_sources(
     segment_fn: Callable,
     sources: Sequence[ImageSource | CaptureSource],
     out_dir: str | os.PathLike | OutputDir,
-    config: dict,
+    run: dict[str, Any],
     proposals: str = "builtin",
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -253,7 +259,9 @@ def run_sources(
 ) -> RunSummary:
     """Segment every frame with ``segment_fn(image, proposals) -> (instances, prm|None)``
     (its ``prepare`` half, if any, runs in the prefetch thread) and write the outputs;
-    ``proposal_workers`` processes make the built-in proposals ahead.
+    ``proposal_workers`` processes make the built-in proposals ahead. ``run`` (what ran:
+    ``output.run_file.run_record``) is checked against a kept ``run.json`` first, and written
+    as the folder's ``run.json`` before the first record.
 
     ``out_dir``: an opened OutputDir, or a path opened here with the default rules (no
     --force, no --resume)."""
@@ -262,10 +270,12 @@ def run_sources(
     summary = RunSummary()
     if not isinstance(out_dir, OutputDir):
         with OutputDir(out_dir, _inputs(sources)) as opened:
-            return run_sources(segment_fn, sources, opened, config, proposals, progress, log,
+            return run_sources(segment_fn, sources, opened, run, proposals, progress, log,
                                frame_png, depth, proposal_workers)
+    from icnseg.output.run_file import check_run_file
+
+    writer = _Writer(out_dir, frame_png, run if check_run_file(out_dir, run) else None)
     sources = _skip_kept(sources, out_dir, summary)
-    writer = _Writer(out_dir, config, frame_png)
     segment = getattr(segment_fn, "segment", None) or (lambda data: segment_fn(*data))
     t0 = time.perf_counter()
     try:

@@ -32,7 +32,7 @@ def load_for_cli(model_name: str, args: argparse.Namespace):
     model = load(model_name, backend=args.backend, device=args.device)
     from icnseg.cli.settings_file import config_with_file
 
-    return model, config_with_file(model, getattr(args, "config", None),
+    return model, config_with_file(model.segment_config, getattr(args, "config", None),
                                    segment_overrides(args))
 
 
@@ -117,7 +117,8 @@ def add_segment_args(p: argparse.ArgumentParser) -> None:
                 f"{emb.match.nms_iou} for the embedded model)", default=None)
     p.add_argument("--config", default=None, metavar="FILE",
                    help="segmentation settings (iterations, threshold, peaks, match: alpha, "
-                   "beta, gamma, nms_iou, ...) from a YAML or JSON file; flags win over it")
+                   "beta, gamma, nms_iou, ...) from a YAML or JSON file, or an earlier run's "
+                   "OUT/run.json; flags win over it")
     p.add_argument("--prm-panel", action="store_true", help="add a PRM heat-map panel")
     p.add_argument("--force", action="store_true",
                    help="write into an --out that holds files icnseg did not write (they are "

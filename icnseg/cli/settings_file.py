@@ -7,6 +7,10 @@ mappings of ``PeakConfig`` / ``MatchConfig`` fields, e.g.::
     threshold: 0.5
     match: {alpha: 0.95, beta: 0.1, gamma: 0.8, nms_iou: 0.5}
 
+The ``run.json`` a run writes into its output folder is also a settings file: its
+``segment`` mapping (the run's full settings) is read, so ``--config OUT/run.json`` repeats
+them (the model, backend and device it names are not: pass them as before).
+
 Flags given on the command line win over the file; the file wins over the model's own
 recorded settings. Unknown keys and bad values are errors naming the file and the key.
 """
@@ -16,11 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from icnseg.errors import ConfigError, InputError
 from icnseg.matching import MatchConfig
+from icnseg.output.run_file import FORMAT as RUN_FORMAT
 from icnseg.settings import PeakConfig, SegmentConfig
 
 _NESTED = {"peaks": PeakConfig, "match": MatchConfig}
@@ -56,6 +62,8 @@ def read_settings(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read the settings file ({exc})") from exc
     data = _parse(path, text)
+    if isinstance(data, dict) and data.get("format") == RUN_FORMAT:
+        data = data.get("segment")  # a run.json: the settings that run used
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -83,17 +91,17 @@ def merge_overrides(file_settings: dict[str, Any], flags: dict[str, Any]) -> dic
     return out
 
 
-def config_with_file(model: Any, path: str | os.PathLike | None,
-                     flags: dict[str, Any]) -> SegmentConfig:
-    """``model.segment_config`` with a settings file's values and the flags; a bad value in
-    the file is reported with the file's name."""
+def config_with_file(segment_config: Callable[..., SegmentConfig],
+                     path: str | os.PathLike | None, flags: dict[str, Any]) -> SegmentConfig:
+    """``segment_config`` (a model's) with a settings file's values and the flags; a bad
+    value in the file is reported with the file's name."""
     if path is None:
-        return model.segment_config(**flags)
+        return segment_config(**flags)
     settings = read_settings(path)
     try:
-        model.segment_config(**merge_overrides(settings, {}))
+        segment_config(**merge_overrides(settings, {}))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     except TypeError as exc:  # a value of the wrong type reaching a dataclass
         raise ConfigError(f"{path}: bad value ({exc})") from exc
-    return model.segment_config(**merge_overrides(settings, flags))
+    return segment_config(**merge_overrides(settings, flags))

@@ -23,6 +23,7 @@ from icnseg.cli.capture import CaptureSource, capture_stem, stream_kind
 from icnseg.cli.frame import Frame
 from icnseg.data.images import IMAGE_SUFFIXES
 from icnseg.errors import ConfigError, IcnsegError, InputError
+from icnseg.output.run_file import RUN_FILE
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv")
@@ -120,8 +121,9 @@ def _unique(stem: str, seen: dict[str, int]) -> str:
 
 def make_sources(items: Sequence[Path | int | str], max_frames: int | None = None,
                  every: int = 1) -> list[ImageSource | CaptureSource]:
-    """Group expand_inputs() items into sources (runs of images share one); stems unique."""
-    seen: dict[str, int] = {}
+    """Group expand_inputs() items into sources (runs of images share one); stems unique,
+    never ``run`` (the folder's run.json: an image run.jpg gets stem run-1)."""
+    seen: dict[str, int] = {Path(RUN_FILE).stem: 1}
     sources: list[ImageSource | CaptureSource] = []
     for item in items:
         if isinstance(item, (int, str)) or is_video(item):

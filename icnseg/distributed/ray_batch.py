@@ -3,7 +3,8 @@
 Each actor loads the model once through ``icnseg.load`` (its own backend and device; Ray sets
 ``CUDA_VISIBLE_DEVICES`` for an actor that asks for GPUs) and writes every image's
 ``<stem>.json`` + ``<stem>.png`` itself, atomically and in exactly the format of the
-single-process ``icnseg run``. What comes back to the driver is one small row per image
+single-process ``icnseg run`` (the folder's ``run.json`` is the driver's: ``icnseg run --ray``
+writes it before the workers start). What comes back to the driver is one small row per image
 (its stem, instance count, error, COCO results), so the images never travel twice.
 """
 
@@ -94,26 +95,20 @@ class SegmentWorker:
     def __init__(self, model: str, out_dir: str, backend: str | None = None,
                  device: str | None = None, overrides: Mapping[str, Any] | None = None,
                  proposals: str = "builtin", with_prm: bool = False,
-                 names: Mapping[str, ImageName] | None = None, source: str | None = None,
-                 proposals_dir: str | None = None) -> None:
+                 names: Mapping[str, ImageName] | None = None) -> None:
         """Load ``model`` on ``backend``/``device`` (None: the loader's auto choice).
 
-        ``source`` and ``proposals`` are recorded in each JSON as the user named them (what
-        the single-process run records); ``model`` and ``proposals_dir`` are absolute paths
-        to read, since an actor may run in another working directory."""
+        ``model`` and a ``proposals`` folder are best absolute paths, since an actor may run
+        in another working directory."""
         from icnseg.loader import auto_backend, check_device, load
-        from icnseg.output.record import run_config
 
         if backend in (None, "auto"):
             backend, _ = auto_backend(model)
         device = check_device(backend, device)
         self.model = load(model, backend=backend, device=device)
         self.cfg = self.model.segment_config(**dict(overrides or {}))
-        self.config = run_config(self.model, backend, device, proposals, self.cfg)
-        if source is not None:
-            self.config["model"] = source
         self.out, self.with_prm = Path(out_dir), with_prm
-        self.proposals = proposals_dir or proposals
+        self.proposals = proposals
         self.names = dict(names or {})
 
     def segment_one(self, image: np.ndarray, name: ImageName) -> list:
@@ -127,7 +122,7 @@ class SegmentWorker:
         prepared = self.model.prepare(image, props)
         stages = self.model.infer(prepared, self.cfg)
         instances = self.model.select(prepared, stages, self.cfg)
-        write_result(self.out, name.stem, image, instances, self.config,
+        write_result(self.out, name.stem, image, instances,
                      prm=stages.prm if self.with_prm else None, image_name=name.name)
         return instances
 
@@ -176,15 +171,13 @@ def segment_dataset(ds: Any, model: str | os.PathLike, out_dir: str | os.PathLik
     """
     ray = import_ray()
     pool = pool or PoolConfig()
-    source = None
     if str(model) != "default":
-        source, model = str(Path(model)), str(Path(model).resolve())
+        model = Path(model).resolve()
+    if proposals != "builtin":
+        proposals = str(Path(proposals).resolve())
     return ds.map_batches(
         SegmentWorker,
-        fn_constructor_kwargs={"model": str(model), "source": source,
-                               "proposals_dir": None if proposals == "builtin"
-                               else str(Path(proposals).resolve()),
-                               "out_dir": str(Path(out_dir).resolve()),
+        fn_constructor_kwargs={"model": str(model), "out_dir": str(Path(out_dir).resolve()),
                                "backend": backend, "device": device,
                                "overrides": dict(overrides or {}), "proposals": proposals,
                                "with_prm": with_prm, "names": dict(names or {})},

@@ -4,12 +4,13 @@ JSON written per image::
 
     {"image": name, "height": H, "width": W,
      "instances": [{"class": name, "score": s, "bbox": [x0, y0, x1, y1], "mask": RLE,
-                    "peak": [y, x] (only when known), "quality": q (only when known)}],
-     "config": {...}}
+                    "peak": [y, x] (only when known), "quality": q (only when known)}]}
 
 ``bbox`` is in pixel-edge coordinates with exclusive ``x1``/``y1`` (width = x1 - x0), derived
 from the mask; an empty mask has bbox ``[0, 0, 0, 0]``. ``mask`` is a compressed COCO RLE
-``{"size": [H, W], "counts": str}`` (column-major, as pycocotools writes it).
+``{"size": [H, W], "counts": str}`` (column-major, as pycocotools writes it). What ran, on
+what, with which settings is written once per output folder, in ``run.json``
+(``icnseg.output.run_file``), not in each record.
 """
 
 from __future__ import annotations
@@ -30,17 +31,10 @@ from icnseg.output.overlay import render_overlay
 from icnseg.rle import mask_to_rle
 
 
-def run_config(model: Any, backend: str, device: str, proposals: str,
-               cfg: Any) -> dict[str, Any]:
-    """The ``config`` of every record a run writes: what ran, on what, with which settings."""
-    return {"model": model.source, "backend": backend, "device": device,
-            "proposals": proposals, **cfg.to_dict()}
-
-
 def instances_to_json(
-    image_name: str, height: int, width: int, instances: Sequence[Instance], config: dict
+    image_name: str, height: int, width: int, instances: Sequence[Instance]
 ) -> dict[str, Any]:
-    """Build the per-image JSON record of DESIGN.md (plus the run's ``config``)."""
+    """Build the per-image JSON record above."""
     records = []
     for inst in instances:
         if inst.mask.shape != (height, width):
@@ -63,7 +57,6 @@ def instances_to_json(
         "height": int(height),
         "width": int(width),
         "instances": records,
-        "config": dict(config),
     }
 
 
@@ -72,14 +65,13 @@ def write_result(
     stem: str,
     image_rgb: np.ndarray,
     instances: Sequence[Instance],
-    config: dict,
     prm: np.ndarray | None = None,
     image_name: str | None = None,
 ) -> tuple[Path, Path]:
     """Atomically write ``<stem>.json`` and the overlay ``<stem>.png`` into ``out_dir``."""
     out = Path(out_dir)
     h, w = image_rgb.shape[:2]
-    record = instances_to_json(image_name or stem, h, w, instances, config)
+    record = instances_to_json(image_name or stem, h, w, instances)
     overlay = render_overlay(image_rgb, instances, prm=prm)
     json_path = out / f"{stem}.json"
     png_path = out / f"{stem}.png"

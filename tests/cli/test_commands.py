@@ -37,11 +37,12 @@ def test_demo_writes_json_and_overlays(tmp_path, capsys, monkeypatch):
     rc, stdout, errors = _run(["demo", "--backend", "onnxruntime"], capsys)
     assert rc == 0, errors
     out = tmp_path / "icnseg-demo"
-    records = sorted(out.glob("*.json"))
+    records = sorted(p for p in out.glob("*.json") if p.name != "run.json")
     assert len(records) == 3 and len(sorted(out.glob("*.png"))) == 3
     assert "overlays (PNG) and instances (JSON) are in icnseg-demo/" in stdout
     rec = json.loads(records[0].read_text())
-    assert rec["config"]["backend"] == "onnxruntime" and rec["instances"]
+    assert "config" not in rec and rec["instances"]
+    assert json.loads((out / "run.json").read_text())["backend"] == "onnxruntime"
 
 
 def test_run_export_dir_without_backend_flag_picks_onnxruntime(tmp_path, capsys):
@@ -56,8 +57,7 @@ def test_run_export_dir_without_backend_flag_picks_onnxruntime(tmp_path, capsys)
     captured = capsys.readouterr()
     assert rc == 0, errors
     assert "backend: onnxruntime (an export directory)" in captured.err
-    assert json.loads((out / f"{sample.stem}.json").read_text())["config"]["backend"] == \
-        "onnxruntime"
+    assert json.loads((out / "run.json").read_text())["backend"] == "onnxruntime"
 
 
 def test_export_then_eval_round_trip(tiny_checkpoint, synth_dir, tmp_path, capsys):

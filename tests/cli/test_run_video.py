@@ -78,10 +78,10 @@ def test_video_gives_frame_json_and_annotated_video(clip, tmp_path, capsys):
         rec = json.loads((out / "clip" / f"{i:06d}.json").read_text())
         assert rec["image"] == f"clip.mp4#{i:06d}"
         assert (rec["height"], rec["width"]) == (48, 64)
-        assert rec["config"]["backend"] == "onnxruntime"
         for inst in rec["instances"]:
             assert inst["mask"]["size"] == [48, 64]
     assert sorted(p.name for p in (out / "clip").iterdir()) == [f"{i:06d}.json" for i in range(5)]
+    assert json.loads((out / "run.json").read_text())["backend"] == "onnxruntime"  # once
     frames, fps = read_back(out / "clip.mp4")
     assert len(frames) == 5 and frames[0].shape == (48, 64, 3) and fps == pytest.approx(12.0)
     assert "5 frame(s) of 1 video(s) segmented" in stdout and "0 failed" in stdout

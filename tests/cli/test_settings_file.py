@@ -25,7 +25,7 @@ def test_json_and_yaml_settings_and_flags_on_top(tmp_path):
     f.write_text(json.dumps({"iterations": 3, "threshold": 0.6,
                              "match": {"alpha": 0.9, "gamma": 0.7},
                              "peaks": {"relative": 0.3}}))
-    cfg = config_with_file(_Model(), f, {"match": {"gamma": 0.5}})
+    cfg = config_with_file(_Model().segment_config, f, {"match": {"gamma": 0.5}})
     assert (cfg.iterations, cfg.threshold) == (3, 0.6)
     assert (cfg.match.alpha, cfg.match.gamma, cfg.match.nms_iou) == (0.9, 0.5, 0.5)
     assert cfg.peaks.relative == 0.3
@@ -50,6 +50,6 @@ def test_bad_settings_name_the_file(tmp_path, content, message):
     f = tmp_path / "bad.json"
     f.write_text(content)
     with pytest.raises(ConfigError) as err:
-        config_with_file(_Model(), f, {})
+        config_with_file(_Model().segment_config, f, {})
     assert str(err.value).startswith(f"{f}: ") and message in str(err.value)
     assert "\n" not in str(err.value)

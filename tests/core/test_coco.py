@@ -36,7 +36,7 @@ def _predictions(ds: VocDataset, out, rng) -> dict[str, list[tuple[np.ndarray, i
         fp[:8, :8] = True
         preds.append((fp, int(rng.integers(0, len(ds.classes))), float(rng.uniform(0, 0.5))))
         insts = [Instance(ds.classes[c], c, sc, m) for m, c, sc in preds]
-        write_json(out / f"{image_id}.json", instances_to_json(f"{image_id}.jpg", h, w, insts, {}))
+        write_json(out / f"{image_id}.json", instances_to_json(f"{image_id}.jpg", h, w, insts))
         written[image_id] = preds
     return written
 

@@ -50,7 +50,7 @@ def _write_preds(d, preds, names) -> None:
         ]
         write_text(
             d / f"{p.image_id}.json",
-            json.dumps(instances_to_json(p.image_id + ".jpg", h, w, insts, {})),
+            json.dumps(instances_to_json(p.image_id + ".jpg", h, w, insts)),
         )
 
 

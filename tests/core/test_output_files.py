@@ -84,12 +84,10 @@ def test_instances_to_json_matches_design_format() -> None:
         Instance("square", 1, 0.75, _rect(h, w, 2, 3, 10, 12), peak=(5, 6), quality=0.5),
         Instance("circle", 0, np.float32(0.5), _rect(h, w, 12, 0, 20, 8)),
     ]
-    rec = instances_to_json("img.jpg", h, w, insts, {"iterations": 3})
+    rec = instances_to_json("img.jpg", h, w, insts)
     rec = json.loads(json.dumps(rec, allow_nan=False))  # survives JSON
-    assert set(rec) == {"image", "height", "width", "instances", "config"}
-    assert (rec["image"], rec["height"], rec["width"], rec["config"]) == (
-        "img.jpg", h, w, {"iterations": 3},
-    )
+    assert set(rec) == {"image", "height", "width", "instances"}  # settings are in run.json
+    assert (rec["image"], rec["height"], rec["width"]) == ("img.jpg", h, w)
     first, second = rec["instances"]
     assert {"class", "score", "bbox", "mask"} <= set(first)
     assert set(second) == {"class", "score", "bbox", "mask"}  # optional keys only when known
@@ -99,23 +97,23 @@ def test_instances_to_json_matches_design_format() -> None:
     for r, inst in zip(rec["instances"], insts, strict=True):
         np.testing.assert_array_equal(rle_to_mask(r["mask"]), inst.mask)
     with pytest.raises(InputError):
-        instances_to_json("x", h + 1, w, insts, {})
+        instances_to_json("x", h + 1, w, insts)
 
 
 def test_write_result_writes_json_and_png(tmp_path) -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
     insts = [Instance("star", 3, 0.6, _rect(30, 40, 5, 5, 20, 25))]
-    jpath, ppath = write_result(tmp_path / "out", "a", image, insts, {"k": 1})
+    jpath, ppath = write_result(tmp_path / "out", "a", image, insts)
     assert jpath == tmp_path / "out" / "a.json" and ppath == tmp_path / "out" / "a.png"
     rec = json.loads(jpath.read_text())
-    assert rec == json.loads(json.dumps(instances_to_json("a", 30, 40, insts, {"k": 1})))
+    assert rec == json.loads(json.dumps(instances_to_json("a", 30, 40, insts)))
     png = cv2.imread(str(ppath), cv2.IMREAD_COLOR)
     expect = render_overlay(image, insts)
     np.testing.assert_array_equal(cv2.cvtColor(png, cv2.COLOR_BGR2RGB), expect)  # PNG lossless
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "a.png"]  # no temps
     # with a PRM panel the PNG is twice as wide
-    _, ppath = write_result(tmp_path / "out", "b", image, insts, {}, prm=rng.random((1, 8, 10)))
+    _, ppath = write_result(tmp_path / "out", "b", image, insts, prm=rng.random((1, 8, 10)))
     assert cv2.imread(str(ppath)).shape == (30, 80, 3)
 
 

@@ -61,10 +61,14 @@ def test_ray_run_writes_what_run_writes(local_ray, inputs, tmp_path, capsys, mon
     files = [str(d / p.name) for p in SAMPLES] + [str(d / "broken.jpg"),
                                                    str(d / "more" / SAMPLES[0].name)]
     local, dist = tmp_path / "local", tmp_path / "ray"
+    settings = tmp_path / "settings.json"  # --config reaches the workers too
+    settings.write_text('{"threshold": 0.45, "match": {"nms_iou": 0.4}}')
     rc_local, out_local, err_local = _run(["run", "exp", *files, "--backend", "onnxruntime",
-                                           "--out", str(local)], capsys)
+                                           "--out", str(local), "--config", str(settings)],
+                                          capsys)
     coco = tmp_path / "coco.json"
     rc, out, err = _run(["run", "exp", str(listing), "--backend", "onnxruntime",
+                         "--config", str(settings),
                          "--out", str(dist), "--ray", "--workers", "2", "--batch-size", "2",
                          "--coco", str(coco)], capsys)
     assert rc == rc_local == 1
@@ -77,7 +81,11 @@ def test_ray_run_writes_what_run_writes(local_ray, inputs, tmp_path, capsys, mon
     assert "000000-1.json" in written  # the duplicate stem got the run's suffix
     for name in written:
         assert (dist / name).read_bytes() == (local / name).read_bytes(), name
-    assert json.loads((dist / "000001.json").read_text())["config"]["model"] == "exp"
+    assert "run.json" in written  # compared byte for byte above: the driver wrote the same
+    run = json.loads((dist / "run.json").read_text())
+    assert run["model"]["source"] == "exp" and run["segment"]["threshold"] == 0.45
+    assert run["segment"]["match"]["nms_iou"] == 0.4
+    assert "config" not in json.loads((dist / "000001.json").read_text())
     [failure] = [json.loads(ln) for ln in (dist / "failures.jsonl").read_text().splitlines()]
     assert failure["image"] == str(d / "broken.jpg") and failure["error"] == err[0][15:]
 

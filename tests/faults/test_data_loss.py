@@ -38,8 +38,10 @@ def _images(folder: Path, n: int) -> Path:
 
 
 def _visible(out: Path) -> list[str]:
+    """The results in ``out`` (its one run.json aside: tests/cli/test_run_file.py)."""
     return sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                  if p.is_file() and not p.name.startswith("."))
+                  if p.is_file() and not p.name.startswith(".") and str(p.relative_to(out))
+                  != "run.json")
 
 
 def _hidden(out: Path) -> list[str]:
@@ -74,7 +76,7 @@ def test_rerun_replaces_the_earlier_run_instead_of_mixing(tmp_path):
     assert main(["run", EXPORT, str(imgs), "--out", str(out), *ORT]) == 0
     assert len(_visible(out)) == 6
     assert main(["run", EXPORT, str(imgs / "img01.jpg"), "--out", str(out), *ORT]) == 0
-    assert _visible(out) == ["img01.json", "img01.png"]
+    assert _visible(out) == ["img01.json", "img01.png"] and (out / "run.json").is_file()
 
 
 def test_foreign_file_needs_force_and_is_kept(tmp_path, capsys):
