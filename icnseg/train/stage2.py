@@ -54,7 +54,7 @@ class Stage2Config:
     proposals: str = "builtin"  # builtin | a directory of precomputed proposals per image id
     rule: Literal["prm", "gradient"] = "prm"  # PRM backprop rule
     pseudo_scoring: Literal["icn", "paper", "prm"] = "prm"  # matching rule of the pseudo labels
-    pseudo_blur: float = 0.0  # > 0: match a blob of the PRM smoothed by this sigma (pixels)
+    pseudo_blur: float = 0.0  # > 0: match a blob of the PRM smoothed by this sigma (input px)
     pseudo_blob_threshold: float = 0.1  # blob = smoothed PRM >= this x its maximum
     crop_scale: float = 0.6  # random crop keeps >= this fraction of each side
     # Peak filters beyond Eq. 1 (PeakConfig), used for the targets and saved in the
@@ -71,16 +71,31 @@ def peak_settings(cfg: Stage2Config, config: dict) -> dict:
                 relative=cfg.peak_relative)
 
 
-def _proposals_for(cfg: Stage2Config, sample_id: str, image: np.ndarray, orig_shape):
-    """Built-in proposals of the resized image, or the precomputed ones resized to it."""
-    from icnseg.postprocess import resize_proposals
-    from icnseg.proposals.generate import generate_proposals
+def _proposals_for(cfg: Stage2Config, sample_id: str, image: np.ndarray):
+    """The image's proposals at the matching size (its own, capped as at test time):
+    built in from the full image, or the precomputed ones resized to it."""
+    from icnseg.postprocess import proposals_for
     from icnseg.proposals.loaders import load_proposals_for
+    from icnseg.settings import SegmentConfig
 
-    if cfg.proposals == "builtin":
-        return generate_proposals(image)
-    props = load_proposals_for(cfg.proposals, sample_id, orig_shape)
-    return resize_proposals(props, image.shape[:2])
+    given = (None if cfg.proposals == "builtin"
+             else load_proposals_for(cfg.proposals, sample_id, image.shape[:2]))
+    return proposals_for(image, given, SegmentConfig().match_max_side)
+
+
+def _pseudo_labels(cfg: Stage2Config, match_cfg, prm: np.ndarray, props, size) -> list:
+    """Top-k pseudo labels matched at the proposals' size (paper 3.2), resized to ``size``.
+
+    Matching at the image's size, as at test time, made the naive PRMs' labels ~3.5x closer
+    to the true instance than matching at the 96-px model input (research/pseudo_label_iou).
+    """
+    from icnseg.data.transforms import resize_mask
+    from icnseg.upsample import upsample_maps
+
+    blur = cfg.pseudo_blur * props.shape[0] / size[0]  # sigma given in input pixels
+    labels = proposal_targets(upsample_maps(prm, props.shape), props, match_cfg, cfg.k, blur,
+                              cfg.pseudo_blob_threshold)
+    return [resize_mask(m, size) for m in labels]
 
 
 def build_targets(
@@ -120,9 +135,8 @@ def build_targets(
             pairs = saliency_targets(prm, masks)
             labels = [masks[j] if j >= 0 else None for j in pairs]
         else:
-            props = _proposals_for(cfg, s.id, image, s.image.shape[:2])
-            labels = proposal_targets(prm, props, match_cfg, cfg.k, cfg.pseudo_blur,
-                                      cfg.pseudo_blob_threshold)
+            props = _proposals_for(cfg, s.id, s.image)
+            labels = _pseudo_labels(cfg, match_cfg, prm, props, (h, w))
         for p, r, m in zip(peaks, prm, labels, strict=True):
             if m is not None and m.any():
                 targets.append(Target(len(images) - 1, p, r.astype(np.float16), m))

@@ -92,3 +92,36 @@ def test_init_from_a_checkpoint_without_icn_is_refused(tiny_checkpoint, synth_di
                saliency_dir=str(synth_dir), init=str(stage1_only))
     with pytest.raises(ConfigError, match="s1.safetensors: --init needs"):
         train_stage2(cfg, log=lambda m: None)
+
+
+def test_proposal_labels_are_unions_of_the_given_proposals(tiny_checkpoint, synth_dir,
+                                                            tmp_path):
+    import itertools
+
+    import cv2
+
+    ds = VocDataset(synth_dir, "train")
+    given = {}
+    for i in range(len(ds)):  # each image's proposals: its true instances + four quadrants
+        s = ds[i]
+        h, w = s.image.shape[:2]
+        quads = np.zeros((4, h, w), bool)
+        for q, (ys, xs) in enumerate(itertools.product((slice(0, h // 2), slice(h // 2, h)),
+                                                       (slice(0, w // 2), slice(w // 2, w)))):
+            quads[q, ys, xs] = True
+        given[i] = np.concatenate([s.instance_masks, quads])
+        (tmp_path / "props" / s.id).mkdir(parents=True)
+        for j, m in enumerate(given[i]):
+            cv2.imwrite(str(tmp_path / "props" / s.id / f"{j:03d}.png"), m.astype(np.uint8) * 255)
+    cfg = _cfg(tmp_path, synth_dir, tiny_checkpoint, proposals=str(tmp_path / "props"))
+    model = EagerModel.from_checkpoint(load_checkpoint(tiny_checkpoint))
+    _, targets = build_targets(cfg, model, VocDataset(synth_dir, "train", model.classes),
+                               log=lambda m: None)
+    assert targets
+    for t in targets:  # brute force: some union of <= k given proposals, at the input size
+        props = given[t.image_index]
+        assert t.mask.shape == model.input_size
+        assert any(np.array_equal(t.mask, resize_mask(np.any(props[list(c)], 0),
+                                                      model.input_size))
+                   for r in range(1, cfg.k + 1)
+                   for c in itertools.combinations(range(len(props)), r))
