@@ -155,7 +155,7 @@ def _refine(image: np.ndarray, sp_small: np.ndarray, mean: np.ndarray, passes: i
         return sp_small
     sp = cv2.resize(sp_small, (w, h), interpolation=cv2.INTER_NEAREST)
     flat = sp.reshape(-1)
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).reshape(-1, 3)
+    rgb = image.reshape(-1, 3)
     mean = mean.astype(np.float32)
     edge = np.zeros((h, w), bool)
     for _ in range(passes):
@@ -174,7 +174,9 @@ def _refine(image: np.ndarray, sp_small: np.ndarray, mean: np.ndarray, passes: i
         cand = flat[np.stack([at, np.where(at >= w, at - w, at),
                               np.where(at < (h - 1) * w, at + w, at),
                               np.where(x > 0, at - 1, at), np.where(x < w - 1, at + 1, at)])]
-        dist = ((mean[cand] - lab[at].astype(np.float32)[None]) ** 2).sum(axis=-1)
+        # Lab of the boundary pixels only (a few % of the image at large sizes)
+        lab = cv2.cvtColor(rgb[at][:, None], cv2.COLOR_RGB2LAB)[:, 0].astype(np.float32)
+        dist = ((mean[cand] - lab[None]) ** 2).sum(axis=-1)
         # ties keep the pixel's own label (candidate 0): argmin takes the first minimum;
         # every candidate is read before any label is written
         flat[at] = cand[dist.argmin(axis=0), np.arange(len(at))]
