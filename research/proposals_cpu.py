@@ -1,6 +1,7 @@
 """Built-in proposal speed and quality, and the stream with proposal workers, on this CPU.
 
     python -m research.proposals_cpu timing --out FILE.json          # ms at 96/224/448/1024
+    python -m research.proposals_cpu stages --baseline REV --out FILE.json  # ms per stage
     python -m research.proposals_cpu oracle --data VOC_DIR --size S --out FILE.json
     python -m research.proposals_cpu stream --frames 300 --workers 0 1 2 --out FILE.json
     python -m research.proposals_cpu matcher --out FILE.json          # at 256/512/1024
@@ -91,6 +92,73 @@ def time_proposals(sizes=SIZES, n: int = 6, repeat: int = 2, baseline: str | Non
         if baseline:
             out[str(side)]["speedup"] = out[str(side)]["before"]["ms"] / out[str(side)][
                 "after"]["ms"]
+    return out
+
+
+STAGES = ("_oversegment", "_refine", "group_runs", "_hierarchy", "_graph_merge", "_histograms",
+          "_mean_colour", "_adjacent_pairs", "_bboxes", "_shrink", "_unique_rows")
+
+
+def stage_times(sizes=SIZES, n: int = 6, repeat: int = 2, baseline: str | None = None
+                ) -> dict[str, Any]:
+    """ms per image of every stage of ``generate_proposals`` (and of the ``baseline``
+    revision's, interleaved image by image): the module's stage functions and
+    ``Proposals.from_membership`` are wrapped with timers for the run, "other" is the rest."""
+    import sys
+
+    import icnseg.proposals.generate as after_mod
+
+    cv2.setNumThreads(1)
+    mods = {"after": after_mod}
+    if baseline:
+        baseline_generator(baseline)
+        mods["before"] = sys.modules["_baseline_generate"]
+    spent: dict[str, dict[str, float]] = {k: {} for k in mods}
+    saved = []
+
+    def timed(fn, key: str, name: str):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key][name] = spent[key].get(name, 0.0) + time.perf_counter() - t0
+        return run
+
+    for key, mod in mods.items():
+        for name in STAGES:
+            if hasattr(mod, name):
+                saved.append((mod, name, getattr(mod, name)))
+                setattr(mod, name, timed(getattr(mod, name), key, name))
+        cls = mod.Proposals
+        saved.append((cls, "from_membership", cls.__dict__["from_membership"]))
+        cls.from_membership = staticmethod(timed(cls.from_membership, key, "from_membership"))
+    out: dict[str, Any] = {}
+    try:
+        for side in sizes:
+            images = [cv2.resize(im, (side, side), interpolation=cv2.INTER_LINEAR)
+                      for im in _images(n)]
+            for mod in mods.values():
+                mod.generate_proposals(images[0])  # warm-up
+            total = dict.fromkeys(mods, 0.0)
+            for v in spent.values():
+                v.clear()
+            for _ in range(repeat):
+                for im in images:
+                    for key, mod in mods.items():
+                        t0 = time.perf_counter()
+                        mod.generate_proposals(im)
+                        total[key] += time.perf_counter() - t0
+            k = repeat * len(images)
+            out[str(side)] = {}
+            for key in mods:
+                st = {name: 1e3 * v / k for name, v in sorted(spent[key].items(),
+                                                               key=lambda x: -x[1])}
+                st["other"] = 1e3 * total[key] / k - sum(st.values())
+                out[str(side)][key] = {"total_ms": 1e3 * total[key] / k, "stages_ms": st}
+    finally:
+        for owner, name, fn in reversed(saved):
+            setattr(owner, name, fn)
     return out
 
 
@@ -207,16 +275,19 @@ def matcher_sizes(sides=(256, 512, 1024), n: int = 1000, k: int = 8, loop_up_to:
 def main(argv=None) -> int:
     """Command-line entry (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("timing", "oracle", "stream", "matcher"))
+    ap.add_argument("what", choices=("timing", "stages", "oracle", "stream", "matcher"))
     ap.add_argument("--data", type=Path)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--baseline", help="timing: also time this git revision's generator")
+    ap.add_argument("--baseline", help="timing/stages: also time this git revision's "
+                    "generator")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.what == "timing":
         result = time_proposals(baseline=args.baseline)
+    elif args.what == "stages":
+        result = stage_times(baseline=args.baseline)
     elif args.what == "oracle":
         result = oracle(args.data, args.size)
     elif args.what == "matcher":

@@ -3,12 +3,12 @@
 One Felzenszwalb over-segmentation is the shared superpixel map. It runs on the image shrunk
 by ``segment_scale`` (Felzenszwalb is most of the cost), the grouping statistics are taken
 there, and the superpixel boundaries are then refined at full size (each boundary pixel
-joins the neighbouring superpixel of the closest mean colour), so masks stay sharp. Coarser
-starting partitions
-are built by merging its superpixels (graph-based merging on the region adjacency graph), so
-every proposal of every strategy is an exact union of the shared superpixels. From each
-starting partition and each strategy (colour space + similarity terms) adjacent regions are
-merged greedily by similarity until one region is left; every region seen is a proposal.
+joins the neighbouring superpixel of the closest mean colour), so masks stay sharp. Optional
+coarser starting partitions are built by merging its superpixels (graph-based merging on the
+region adjacency graph), so every proposal of every strategy is an exact union of the shared
+superpixels. From each starting partition and each strategy (colour space + similarity
+terms) adjacent regions are merged by similarity until one region is left, all runs at once
+in rounds of mutually most similar pairs (``grouping``); every region seen is a proposal.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from scipy import ndimage
 from skimage.segmentation import felzenszwalb
 
 from icnseg.errors import ConfigError, InputError
+from icnseg.proposals.grouping import GroupingRun, group_runs
 from icnseg.proposals.types import Proposals
 
 
@@ -33,14 +34,17 @@ class ProposalConfig:
     min_superpixel: float = 1 / 1500  # smallest superpixel, as a fraction of the image area
     # The over-segmentation runs on the image shrunk by this factor (at most to max_side,
     # never below min_side), its boundaries refined at full size: Felzenszwalb dominates the
-    # run time, and its cost grows with the pixels.
+    # run time, and its cost grows faster than the pixels. On the synthetic val set the
+    # oracle mAP^r does not drop from 72 px at a 96-px image up to 256 px at 1024 px
+    # (benchmarks/results/proposals_cpu.md).
     segment_scale: float = 0.625
-    max_side: int | None = 320
-    min_side: int = 96
+    max_side: int | None = 256
+    min_side: int = 72
     refine_passes: int = 2  # boundary refinement passes at full size (each moves <= 1 px)
-    # Extra starting partitions: graph-based merging of the superpixels with these k values
-    # (on mean Lab colour distances); 0 means "start from the superpixels themselves".
-    partition_k: tuple[float, ...] = (0.0, 40.0)
+    # Starting partitions: graph-based merging of the superpixels with these k values (on
+    # mean Lab colour distances); 0 means "start from the superpixels themselves". Adding
+    # e.g. 40.0 gives more, coarser-started proposals (no gain on the val set, 2x grouping).
+    partition_k: tuple[float, ...] = (0.0,)
     # Grouping strategies "<colour space>:<terms>"; spaces rgb|lab|hsv, terms c=colour
     # histogram intersection, s=size (small first), f=fill (compact bounding box first).
     strategies: tuple[str, ...] = ("lab:csf", "hsv:csf", "lab:sf")
@@ -68,26 +72,21 @@ def generate_proposals(image: np.ndarray, cfg: ProposalConfig | None = None) -> 
     lab_mean = _mean_colour(small, sp_small, n_sp)
     sp = _refine(image, sp_small, lab_mean, cfg.refine_passes)
 
-    found = [np.eye(n_sp, dtype=bool)]
+    found: list[np.ndarray | None] = [np.eye(n_sp, dtype=bool)]
+    runs, slots = [], []
     for k in cfg.partition_k:
         groups = _graph_merge(lab_mean, sizes, pairs, k) if k > 0 else np.arange(n_sp)
-        n_groups = int(groups.max()) + 1
-        onehot = np.zeros((n_groups, n_sp), dtype=bool)
-        onehot[groups, np.arange(n_sp)] = True
-        g_pairs = np.unique(np.sort(groups[pairs], axis=1), axis=0)
-        g_pairs = g_pairs[g_pairs[:, 0] != g_pairs[:, 1]]
-        g_sizes = onehot.astype(np.float64) @ sizes
-        g_boxes = np.stack([_group_reduce(np.minimum, bboxes[:, 0], groups, n_groups),
-                            _group_reduce(np.minimum, bboxes[:, 1], groups, n_groups),
-                            _group_reduce(np.maximum, bboxes[:, 2], groups, n_groups),
-                            _group_reduce(np.maximum, bboxes[:, 3], groups, n_groups)], 1)
+        g_sizes, g_boxes, g_pairs, g_hists = _group_stats(groups, sizes, bboxes, pairs, hists)
         if k > 0:
-            found.append(onehot)
+            found.append(groups[None, :] == np.arange(len(g_sizes))[:, None])
         for strategy in cfg.strategies:
             space, terms = strategy.split(":")
-            g_hist = onehot.astype(np.float64) @ hists[space]
-            found.append(_hierarchy(onehot, g_hist, g_sizes, g_boxes, g_pairs, terms,
+            runs.append(GroupingRun(groups, g_hists[space], g_sizes, g_boxes, g_pairs, terms,
                                     small.shape[0] * small.shape[1]))
+            slots.append(len(found))
+            found.append(None)
+    for slot, rows in zip(slots, group_runs(runs), strict=True):
+        found[slot] = rows
 
     member = np.concatenate(found, axis=0)
     full_sizes = np.bincount(sp.ravel(), minlength=n_sp).astype(np.int64)
@@ -155,27 +154,32 @@ def _refine(image: np.ndarray, sp_small: np.ndarray, mean: np.ndarray, passes: i
     if sp_small.shape == (h, w):
         return sp_small
     sp = cv2.resize(sp_small, (w, h), interpolation=cv2.INTER_NEAREST)
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    flat = sp.reshape(-1)
+    rgb = image.reshape(-1, 3)
     mean = mean.astype(np.float32)
+    edge = np.zeros((h, w), bool)
     for _ in range(passes):
-        edge = np.zeros((h, w), bool)
+        edge[:] = False
         dx = sp[:, 1:] != sp[:, :-1]
         dy = sp[1:, :] != sp[:-1, :]
         edge[:, 1:] |= dx
         edge[:, :-1] |= dx
         edge[1:, :] |= dy
         edge[:-1, :] |= dy
-        ys, xs = np.nonzero(edge)
-        if len(ys) == 0:
+        at = np.flatnonzero(edge)
+        if len(at) == 0:
             break
+        x = at % w
         # candidates of the boundary pixels: own, up, down, left, right (clamped at the border)
-        cand = np.stack([sp[ys, xs], sp[np.maximum(ys - 1, 0), xs],
-                         sp[np.minimum(ys + 1, h - 1), xs], sp[ys, np.maximum(xs - 1, 0)],
-                         sp[ys, np.minimum(xs + 1, w - 1)]])
-        dist = ((mean[cand] - lab[ys, xs][None]) ** 2).sum(axis=-1)
-        # ties keep the pixel's own label (candidate 0): argmin takes the first minimum
-        sp = sp.copy()
-        sp[ys, xs] = cand[dist.argmin(axis=0), np.arange(len(ys))]
+        cand = flat[np.stack([at, np.where(at >= w, at - w, at),
+                              np.where(at < (h - 1) * w, at + w, at),
+                              np.where(x > 0, at - 1, at), np.where(x < w - 1, at + 1, at)])]
+        # Lab of the boundary pixels only (a few % of the image at large sizes)
+        lab = cv2.cvtColor(rgb[at][:, None], cv2.COLOR_RGB2LAB)[:, 0].astype(np.float32)
+        dist = ((mean[cand] - lab[None]) ** 2).sum(axis=-1)
+        # ties keep the pixel's own label (candidate 0): argmin takes the first minimum;
+        # every candidate is read before any label is written
+        flat[at] = cand[dist.argmin(axis=0), np.arange(len(at))]
     return sp
 
 
@@ -233,6 +237,27 @@ def _adjacent_pairs(sp: np.ndarray, n_sp: int) -> np.ndarray:
     return np.stack([code // n_sp, code % n_sp], axis=1)
 
 
+def _group_stats(groups: np.ndarray, sizes: np.ndarray, boxes: np.ndarray, pairs: np.ndarray,
+                 hists: dict[str, np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Sizes, boxes, adjacent pairs and histograms of the groups of a starting partition
+    (``groups``: group id per superpixel); the superpixels' own when every group is one."""
+    n = int(groups.max()) + 1
+    if n == len(groups):  # the identity partition (k = 0)
+        return sizes, boxes, pairs, hists
+    g_pairs = np.unique(np.sort(groups[pairs], axis=1), axis=0)
+    g_pairs = g_pairs[g_pairs[:, 0] != g_pairs[:, 1]]
+    g_boxes = np.stack([_group_reduce(np.minimum, boxes[:, 0], groups, n),
+                        _group_reduce(np.minimum, boxes[:, 1], groups, n),
+                        _group_reduce(np.maximum, boxes[:, 2], groups, n),
+                        _group_reduce(np.maximum, boxes[:, 3], groups, n)], 1)
+    g_hists = {}
+    for space, hist in hists.items():
+        g_hists[space] = np.zeros((n, hist.shape[1]))
+        np.add.at(g_hists[space], groups, hist)
+    return np.bincount(groups, sizes, minlength=n), g_boxes, g_pairs, g_hists
+
+
 def _group_reduce(op: np.ufunc, values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
     """Reduce ``values`` per group with a ufunc (min/max)."""
     init = np.inf if op is np.minimum else -np.inf
@@ -266,73 +291,6 @@ def _graph_merge(colour: np.ndarray, sizes: np.ndarray, pairs: np.ndarray, k: fl
             internal[a] = weight[e]  # edges come sorted, so this is the largest in the tree
     roots = np.array([find(i) for i in range(n)])
     return _relabel(roots)
-
-
-def _hierarchy(member: np.ndarray, hist: np.ndarray, size: np.ndarray, box: np.ndarray,
-               pairs: np.ndarray, terms: str, area: int) -> np.ndarray:
-    """Greedy merging of the most similar adjacent regions; membership of every merge [G-1, S]."""
-    n = len(size)
-    size = size.copy()
-    y0, x0, y1, x1 = (box[:, i].copy() for i in range(4))
-    use_c, use_s, use_f = "c" in terms, "s" in terms, "f" in terms
-    hist = hist / np.maximum(3 * size, 1)[:, None]  # each row sums to 1
-
-    def similarity(i: np.ndarray | int, j: np.ndarray) -> np.ndarray:
-        s = np.minimum(hist[i], hist[j]).sum(axis=-1) if use_c else np.zeros(len(j))
-        if use_s:
-            s += 1.0 - (size[i] + size[j]) / area
-        if use_f:
-            bh = np.maximum(y1[i], y1[j]) - np.minimum(y0[i], y0[j])
-            bw = np.maximum(x1[i], x1[j]) - np.minimum(x0[i], x0[j])
-            s += 1.0 - (bh * bw - size[i] - size[j]) / area
-        return s
-
-    sim = np.full((n, n), -np.inf)
-    if len(pairs):
-        s = similarity(pairs[:, 0], pairs[:, 1])
-        sim[pairs[:, 0], pairs[:, 1]] = s
-        sim[pairs[:, 1], pairs[:, 0]] = s
-    # Row maxima are cached so each merge touches only the rows of the merged pair's neighbours.
-    row_arg = sim.argmax(axis=1)
-    row_max = sim[np.arange(n), row_arg]
-    merges = []
-    for _ in range(n - 1):
-        r = int(row_max.argmax())
-        if row_max[r] == -np.inf:
-            break
-        c = int(row_arg[r])
-        merges.append((r, c))
-        # The merged region's histogram is the size-weighted mean of its parts'.
-        hist[r] = (hist[r] * size[r] + hist[c] * size[c]) / (size[r] + size[c])
-        size[r] += size[c]
-        y0[r], x0[r] = min(y0[r], y0[c]), min(x0[r], x0[c])
-        y1[r], x1[r] = max(y1[r], y1[c]), max(x1[r], x1[c])
-        nb = np.flatnonzero(np.maximum(sim[r], sim[c]) > -np.inf)
-        nb = nb[(nb != r) & (nb != c)]
-        sim[r] = sim[c] = -np.inf
-        sim[:, r] = sim[:, c] = -np.inf
-        row_max[c] = row_max[r] = -np.inf
-        if len(nb) == 0:
-            continue
-        s = similarity(r, nb)
-        sim[r, nb] = s
-        sim[nb, r] = s
-        best = s.argmax()
-        row_arg[r], row_max[r] = nb[best], s[best]
-        stale = (row_arg[nb] == r) | (row_arg[nb] == c)
-        better = ~stale & (s > row_max[nb])
-        row_max[nb[better]] = s[better]
-        row_arg[nb[better]] = r
-        rows = nb[stale]
-        if len(rows):
-            row_arg[rows] = sim[rows].argmax(axis=1)
-            row_max[rows] = sim[rows, row_arg[rows]]
-    out = np.empty((len(merges), member.shape[1]), dtype=bool)
-    member = member.copy()
-    for m, (r, c) in enumerate(merges):
-        member[r] |= member[c]
-        out[m] = member[r]
-    return out
 
 
 def _unique_rows(member: np.ndarray) -> np.ndarray:
