@@ -155,6 +155,7 @@ def markdown(result: dict[str, Any]) -> str:
              "(shared with other jobs while it ran)", "",
              "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
+    lines += [f"\n{result[k]}" for k in ("code", "note") if result.get(k)]  # added by hand
     return "\n".join(lines) + "\n"
 
 
