@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=9001,
                     help="val seed; unseen uses seed + 1 (no training run uses either)")
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--splits", nargs="+", choices=tuple(SPLITS), default=list(SPLITS))
     ap.add_argument("--out", default="benchmarks/results/ablation",
                     help="writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     results, seconds = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for k, (split, style) in enumerate(SPLITS.items()):
+            if split not in args.splits:
+                continue
             root = generate(Path(tmp) / split, args.n, seed=args.seed + k, size=args.size,
                             val_fraction=0.0, style=style)
             t0 = time.perf_counter()
