@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The honest saliency variant (issue 16, not shipped yet): the ICN learns from the
+# The honest saliency variant (issue 16, not shipped yet; benchmarks/results/
+# ablation_saliency_others.md has what each command's model reaches): the ICN learns from the
 # class-agnostic masks of *other* shapes in another look (`--objects others --style salient`,
 # like the paper's external salient-instance set), never from the target classes' masks,
 # with T = 3 and fed-back inputs. Stage 1 is the embedded model's classifier.
