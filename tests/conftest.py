@@ -176,3 +176,19 @@ def randomise_batchnorm(model, seed: int = 1):
 def randomise_bn():
     """Factory: give BatchNorms non-trivial eval statistics (``randomise_bn(model, seed=1)``)."""
     return randomise_batchnorm
+
+
+@pytest.fixture()
+def run_cli(capsys):
+    """Run the CLI in-process: ``run_cli(args)`` -> (exit code, stdout, the ``icnseg:`` lines
+    of stderr followed by what main reported through ``err``)."""
+    from icnseg.cli.main import main
+
+    def run(args):
+        errors: list[str] = []
+        rc = main(args, err=errors.append)
+        captured = capsys.readouterr()
+        lines = [ln for ln in captured.err.splitlines() if ln.startswith("icnseg:")]
+        return rc, captured.out, lines + errors
+
+    return run

@@ -8,17 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from icnseg.cli.main import main
 from icnseg.data.synth import render_sample, sample_rng
 
 ORT = ["--backend", "onnxruntime"]
-
-
-def _run(args, capsys):
-    errors: list[str] = []
-    rc = main(args, err=errors.append)
-    captured = capsys.readouterr()
-    return rc, [ln for ln in captured.err.splitlines() if ln.startswith("icnseg:")] + errors
 
 
 @pytest.fixture()
@@ -44,13 +36,13 @@ def _records(out):
 
 
 @pytest.mark.parametrize("prefetch", ["0", "2"])
-def test_workers_write_what_inline_writes(inputs, tmp_path, capsys, prefetch):
+def test_workers_write_what_inline_writes(inputs, tmp_path, run_cli, prefetch):
     pytest.importorskip("onnxruntime")
     ref, out = tmp_path / "ref", tmp_path / "workers"
-    rc, errors = _run(["run", "default", str(inputs), "--out", str(ref), *ORT], capsys)
+    rc, _, errors = run_cli(["run", "default", str(inputs), "--out", str(ref), *ORT])
     assert rc == 1 and len(errors) == 1 and "broken.png" in errors[0]
-    rc, errors2 = _run(["run", "default", str(inputs), "--out", str(out), *ORT,
-                        "--proposal-workers", "2", "--prefetch", prefetch], capsys)
+    rc, _, errors2 = run_cli(["run", "default", str(inputs), "--out", str(out), *ORT,
+                              "--proposal-workers", "2", "--prefetch", prefetch])
     assert rc == 1 and errors2 == errors  # the bad file fails alone, with the same line
     want, got = _records(ref), _records(out)
     assert len(want) == 6 and any(want.values())  # 4 frames + 2 images, some instances
@@ -58,13 +50,14 @@ def test_workers_write_what_inline_writes(inputs, tmp_path, capsys, prefetch):
     assert np.array_equal(cv2.imread(str(ref / "img0.png")), cv2.imread(str(out / "img0.png")))
 
 
-def test_workers_need_builtin_proposals_and_a_count(inputs, tmp_path, capsys):
+def test_workers_need_builtin_proposals_and_a_count(inputs, tmp_path, capsys, run_cli):
     pytest.importorskip("onnxruntime")
-    rc, errors = _run(["run", "default", str(inputs / "img0.png"), "--out", str(tmp_path / "a"),
-                       *ORT, "--proposal-workers", "1", "--proposals", str(tmp_path)], capsys)
+    rc, _, errors = run_cli(["run", "default", str(inputs / "img0.png"), "--out",
+                             str(tmp_path / "a"), *ORT, "--proposal-workers", "1",
+                             "--proposals", str(tmp_path)])
     assert rc != 0 and "--proposal-workers" in " ".join(errors)
     with pytest.raises(SystemExit) as exit_:  # the bound (icnseg.cli.bounds): argparse, exit 2
-        _run(["run", "default", str(inputs / "img0.png"), "--out", str(tmp_path / "b"),
-              *ORT, "--proposal-workers", "-1"], capsys)
+        run_cli(["run", "default", str(inputs / "img0.png"), "--out", str(tmp_path / "b"),
+                 *ORT, "--proposal-workers", "-1"])
     assert exit_.value.code == 2
     assert "--proposal-workers: -1 is outside [0, 64]" in capsys.readouterr().err

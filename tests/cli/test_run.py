@@ -10,8 +10,6 @@ import pytest
 
 pytest.importorskip("torch")
 
-from icnseg.cli.main import main  # noqa: E402
-
 
 def _write(path, image):
     ok, buf = cv2.imencode(path.suffix, image)
@@ -33,23 +31,14 @@ def images(tmp_path):
     }
 
 
-def _run(args, capsys):
-    """Run the CLI; return (exit code, stdout, error lines from stderr and main's err)."""
-    errors = []
-    rc = main(args, err=errors.append)
-    captured = capsys.readouterr()
-    return rc, captured.out, [line for line in captured.err.splitlines()
-                              if line.startswith("icnseg:")] + errors
-
-
 def _record(out, stem):
     return json.loads((out / f"{stem}.json").read_text())
 
 
-def test_odd_but_valid_images_are_segmented(tiny_checkpoint, images, tmp_path, capsys):
+def test_odd_but_valid_images_are_segmented(tiny_checkpoint, images, tmp_path, run_cli):
     out = tmp_path / "out"
-    rc, stdout, errors = _run(["run", str(tiny_checkpoint), str(images["good"].parent),
-                               "--out", str(out)], capsys)
+    rc, stdout, errors = run_cli(["run", str(tiny_checkpoint), str(images["good"].parent),
+                                  "--out", str(out)])
     assert rc == 0, errors
     for stem, path in (("good", "good"), ("gray", "gray"), ("rgba", "rgba"), ("one", "tiny")):
         rec = _record(out, stem)
@@ -61,42 +50,39 @@ def test_odd_but_valid_images_are_segmented(tiny_checkpoint, images, tmp_path, c
     assert "4 image(s) segmented" in stdout
 
 
-def test_large_image(tiny_checkpoint, tmp_path, capsys):
+def test_large_image(tiny_checkpoint, tmp_path, run_cli):
     big = _write(tmp_path / "big.jpg", np.full((3000, 4000, 3), 90, np.uint8))
-    rc, _, errors = _run(["run", str(tiny_checkpoint), str(big), "--out", str(tmp_path / "o")],
-                         capsys)
+    rc, _, errors = run_cli(["run", str(tiny_checkpoint), str(big), "--out", str(tmp_path / "o")])
     assert rc == 0, errors
     rec = _record(tmp_path / "o", "big")
     assert (rec["height"], rec["width"]) == (3000, 4000)
 
 
-def test_unreadable_image_fails_alone(tiny_checkpoint, images, tmp_path, capsys):
+def test_unreadable_image_fails_alone(tiny_checkpoint, images, tmp_path, run_cli):
     bad = images["good"].parent / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     out = tmp_path / "out"
-    rc, stdout, errors = _run(["run", str(tiny_checkpoint), str(images["good"]), str(bad),
-                               "--out", str(out)], capsys)
+    rc, stdout, errors = run_cli(["run", str(tiny_checkpoint), str(images["good"]), str(bad),
+                                  "--out", str(out)])
     assert rc == 1
     assert len(errors) == 1 and str(bad) in errors[0] and "\n" not in errors[0]
     assert (out / "good.json").is_file() and not (out / "broken.json").exists()
     assert "1 failed" in stdout
 
 
-def test_empty_folder_and_missing_file(tiny_checkpoint, tmp_path, capsys):
+def test_empty_folder_and_missing_file(tiny_checkpoint, tmp_path, run_cli):
     empty = tmp_path / "empty"
     empty.mkdir()
-    rc, _, errors = _run(["run", str(tiny_checkpoint), str(empty), "--out", str(tmp_path / "o")],
-                         capsys)
+    rc, _, errors = run_cli(["run", str(tiny_checkpoint), str(empty), "--out", str(tmp_path / "o")])
     assert rc == 1 and errors == [f"icnseg: error: {empty}: folder has no images "
                                   "(.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)"]
-    rc, _, errors = _run(["run", str(tiny_checkpoint), str(tmp_path / "nope.jpg"), "--out",
-                          str(tmp_path / "o")], capsys)
+    rc, _, errors = run_cli(["run", str(tiny_checkpoint), str(tmp_path / "nope.jpg"), "--out",
+                             str(tmp_path / "o")])
     assert rc == 1 and "nope.jpg: no such file" in errors[0]
 
 
-def test_missing_and_truncated_checkpoint(tiny_checkpoint, images, tmp_path, capsys):
+def test_missing_and_truncated_checkpoint(tiny_checkpoint, images, tmp_path, run_cli):
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(tiny_checkpoint.read_bytes()[:5000])
-    rc, _, errors = _run(["run", str(cut), str(images["good"]), "--out", str(tmp_path / "o")],
-                         capsys)
+    rc, _, errors = run_cli(["run", str(cut), str(images["good"]), "--out", str(tmp_path / "o")])
     assert rc == 1 and errors[0].startswith(f"icnseg: error: {cut}:")

@@ -9,7 +9,6 @@ import shutil
 
 import pytest
 
-from icnseg.cli.main import main
 from icnseg.loader import ASSETS, DEFAULT_CHECKPOINT
 from icnseg.outdir import MARKER, read_log
 from icnseg.settings import SegmentConfig
@@ -18,20 +17,11 @@ SAMPLES = sorted((ASSETS / "samples").glob("*.jpg"))
 ORT = ["--backend", "onnxruntime"]
 
 
-def _run(args, capsys):
-    """(exit code, error lines) of one CLI call."""
-    errors: list[str] = []
-    rc = main(args, err=errors.append)
-    captured = capsys.readouterr()
-    return rc, [ln for ln in captured.err.splitlines() if ln.startswith("icnseg:")] + errors
-
-
 def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_run_json_once_before_the_records_with_the_export_sha256(tmp_path, capsys,
-                                                                    monkeypatch):
+def test_run_json_once_before_the_records_with_the_export_sha256(tmp_path, run_cli, monkeypatch):
     pytest.importorskip("onnxruntime")
     import icnseg.output.record as record
     import icnseg.output.run_file as run_file
@@ -52,8 +42,8 @@ def test_run_json_once_before_the_records_with_the_export_sha256(tmp_path, capsy
     monkeypatch.setattr(run_file, "write_text", spy_text)  # icnseg.fileio's atomic writer
     monkeypatch.setattr(record, "write_result", spy_result)
     out = tmp_path / "out"
-    rc, errors = _run(["run", str(export), *map(str, SAMPLES), "--out", str(out),
-                       "--threshold", "0.6"], capsys)
+    rc, _, errors = run_cli(["run", str(export), *map(str, SAMPLES), "--out", str(out),
+                             "--threshold", "0.6"])
     assert rc == 0, errors
     assert writes == [out / "run.json"]  # once for the folder, not per image
     assert seen_before_first_record == [True] * len(SAMPLES)
@@ -95,17 +85,17 @@ def test_checkpoint_sha256_is_the_file_s_own():
         load_checkpoint(DEFAULT_CHECKPOINT).config
 
 
-def test_resume_refuses_other_settings_and_config_run_json_repeats_them(tmp_path, capsys):
+def test_resume_refuses_other_settings_and_config_run_json_repeats_them(tmp_path, run_cli):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "out"
     first = [str(SAMPLES[0]), "--out", str(out), *ORT, "--threshold", "0.6",
              "--iterations", "0"]
-    assert _run(["run", "default", *first], capsys)[0] == 0
+    assert run_cli(["run", "default", *first])[0] == 0
     saved = (out / "run.json").read_bytes()
     record = (out / f"{SAMPLES[0].stem}.json").read_bytes()
 
-    rc, errors = _run(["run", "default", *map(str, SAMPLES), "--out", str(out), *ORT,
-                       "--resume"], capsys)
+    rc, _, errors = run_cli(["run", "default", *map(str, SAMPLES), "--out", str(out), *ORT,
+                             "--resume"])
     assert rc == 1 and len(errors) == 1 and "\n" not in errors[0]
     assert errors[0].startswith(f"icnseg: error: {out / 'run.json'}: the earlier run used "
                                 "other settings (segment.iterations 0, now 1)")
@@ -114,25 +104,25 @@ def test_resume_refuses_other_settings_and_config_run_json_repeats_them(tmp_path
     assert not (out / f"{SAMPLES[1].stem}.json").exists()
 
     # the same settings, from the folder's own run.json: resumed, the kept record kept
-    rc, errors = _run(["run", "default", *map(str, SAMPLES), "--out", str(out), *ORT,
-                       "--resume", "--config", str(out / "run.json")], capsys)
+    rc, _, errors = run_cli(["run", "default", *map(str, SAMPLES), "--out", str(out), *ORT,
+                             "--resume", "--config", str(out / "run.json")])
     assert rc == 0, errors
     assert (out / "run.json").read_bytes() == saved
     assert (out / f"{SAMPLES[0].stem}.json").read_bytes() == record
     assert all((out / f"{s.stem}.json").is_file() for s in SAMPLES)
 
     # without --resume a rerun replaces the earlier outputs: new settings, nothing mixed
-    assert _run(["run", "default", str(SAMPLES[1]), "--out", str(out), *ORT], capsys)[0] == 0
+    assert run_cli(["run", "default", str(SAMPLES[1]), "--out", str(out), *ORT])[0] == 0
     assert json.loads((out / "run.json").read_text())["segment"]["iterations"] == 1
     assert sorted(p.stem for p in out.glob("*.json")) == sorted(["run", SAMPLES[1].stem])
 
 
-def test_an_image_named_run_never_overwrites_run_json(tmp_path, capsys):
+def test_an_image_named_run_never_overwrites_run_json(tmp_path, run_cli):
     pytest.importorskip("onnxruntime")
     d = tmp_path / "in"
     d.mkdir()
     shutil.copy(SAMPLES[0], d / "run.jpg")
     out = tmp_path / "out"
-    assert _run(["run", "default", str(d / "run.jpg"), "--out", str(out), *ORT], capsys)[0] == 0
+    assert run_cli(["run", "default", str(d / "run.jpg"), "--out", str(out), *ORT])[0] == 0
     assert json.loads((out / "run.json").read_text())["format"] == "icnseg-run"
     assert json.loads((out / "run-1.json").read_text())["image"] == "run.jpg"

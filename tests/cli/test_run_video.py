@@ -52,15 +52,6 @@ def truncate(path):
     return cut
 
 
-def _run(args, capsys):
-    """Run the CLI; return (exit code, stdout, the `icnseg:` lines of stderr)."""
-    errors: list[str] = []
-    rc = main(args, err=errors.append)
-    captured = capsys.readouterr()
-    lines = [ln for ln in captured.err.splitlines() if ln.startswith("icnseg:")]
-    return rc, captured.out, lines + errors
-
-
 @pytest.fixture()
 def clip(tmp_path):
     path = tmp_path / "in" / "clip.mp4"
@@ -69,10 +60,10 @@ def clip(tmp_path):
     return path
 
 
-def test_video_gives_frame_json_and_annotated_video(clip, tmp_path, capsys):
+def test_video_gives_frame_json_and_annotated_video(clip, tmp_path, run_cli):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "out"
-    rc, stdout, errors = _run(["run", "default", str(clip), "--out", str(out), *ORT], capsys)
+    rc, stdout, errors = run_cli(["run", "default", str(clip), "--out", str(out), *ORT])
     assert rc == 0, errors
     for i in range(5):
         rec = json.loads((out / "clip" / f"{i:06d}.json").read_text())
@@ -89,13 +80,13 @@ def test_video_gives_frame_json_and_annotated_video(clip, tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]
 
 
-def test_truncated_video_keeps_decoded_frames_and_fails(tmp_path, capsys):
+def test_truncated_video_keeps_decoded_frames_and_fails(tmp_path, run_cli):
     pytest.importorskip("onnxruntime")
     full = tmp_path / "long.mkv"
     write_video(full, 10)
     cut = truncate(full)
     out = tmp_path / "out"
-    rc, stdout, errors = _run(["run", "default", str(cut), "--out", str(out), *ORT], capsys)
+    rc, stdout, errors = run_cli(["run", "default", str(cut), "--out", str(out), *ORT])
     assert rc == 1
     assert len(errors) == 1 and "\n" not in errors[0]
     assert errors[0].startswith(f"icnseg: error: {cut}: video ends early: read ")
@@ -107,15 +98,15 @@ def test_truncated_video_keeps_decoded_frames_and_fails(tmp_path, capsys):
     assert f"{n} frame(s) of 1 video(s) segmented" in stdout and "1 failed" in stdout
 
 
-def test_bad_video_and_camera_fail_alone(clip, tmp_path, capsys):
+def test_bad_video_and_camera_fail_alone(clip, tmp_path, run_cli):
     pytest.importorskip("onnxruntime")
     bad = tmp_path / "bad.avi"
     bad.write_bytes(b"RIFF but not really")
     image = tmp_path / "img.png"
     cv2.imwrite(str(image), cv2.cvtColor(synth_frames(1)[0], cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"
-    rc, stdout, errors = _run(["run", "default", str(bad), "cam:99", str(image), "--out",
-                               str(out), *ORT], capsys)
+    rc, stdout, errors = run_cli(["run", "default", str(bad), "cam:99", str(image), "--out",
+                                  str(out), *ORT])
     assert rc == 1
     assert errors == [
         f"icnseg: error: {bad}: cannot open as a video (not a video, unsupported codec, "
@@ -128,13 +119,13 @@ def test_bad_video_and_camera_fail_alone(clip, tmp_path, capsys):
     assert "1 image(s) + 0 frame(s) of 2 video(s) segmented" in stdout and "2 failed" in stdout
 
 
-def test_stride_limit_and_frame_pngs(tmp_path, capsys):
+def test_stride_limit_and_frame_pngs(tmp_path, run_cli):
     pytest.importorskip("onnxruntime")
     video = tmp_path / "v.avi"
     write_video(video, 9, fps=30.0, fourcc="MJPG")
     out = tmp_path / "out"
-    rc, _, errors = _run(["run", "default", str(video), "--out", str(out), "--every", "3",
-                          "--frames", "2", "--frame-png", *ORT], capsys)
+    rc, _, errors = run_cli(["run", "default", str(video), "--out", str(out), "--every", "3",
+                             "--frames", "2", "--frame-png", *ORT])
     assert rc == 0, errors
     assert sorted(p.name for p in (out / "v").iterdir()) == [
         "000000.json", "000000.png", "000003.json", "000003.png"]
@@ -234,12 +225,12 @@ def test_segment_errors_name_the_frame(clip, tmp_path):
 
 
 @pytest.mark.parametrize("depth", ["0", "2"])
-def test_inline_and_prefetched_runs_write_the_same(clip, tmp_path, capsys, depth):
+def test_inline_and_prefetched_runs_write_the_same(clip, tmp_path, capsys, depth, run_cli):
     pytest.importorskip("onnxruntime")
     ref, out = tmp_path / "ref", tmp_path / f"d{depth}"
-    assert _run(["run", "default", str(clip), "--out", str(ref), *ORT], capsys)[0] == 0
-    rc, _, errors = _run(["run", "default", str(clip), "--out", str(out), "--prefetch", depth,
-                          *ORT], capsys)
+    assert run_cli(["run", "default", str(clip), "--out", str(ref), *ORT])[0] == 0
+    rc, _, errors = run_cli(["run", "default", str(clip), "--out", str(out), "--prefetch", depth,
+                             *ORT])
     assert rc == 0, errors
     for i in range(5):
         a = json.loads((ref / "clip" / f"{i:06d}.json").read_text())["instances"]

@@ -10,19 +10,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from icnseg.cli.main import main
 from icnseg.loader import ASSETS
 from icnseg.outdir import MARKER
 
 SAMPLES = sorted((ASSETS / "samples").glob("*.jpg"))
-
-
-def _run(args, capsys):
-    errors: list[str] = []
-    rc = main(args, err=errors.append)
-    captured = capsys.readouterr()
-    return rc, captured.out, [ln for ln in captured.err.splitlines()
-                              if ln.startswith("icnseg:")] + errors
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +44,7 @@ def inputs(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data, pycocotools
-def test_ray_run_writes_what_run_writes(local_ray, inputs, tmp_path, capsys, monkeypatch):
+def test_ray_run_writes_what_run_writes(local_ray, inputs, tmp_path, run_cli, monkeypatch):
     d, listing = inputs
     # a model named by a relative path: recorded as given, though actors read it absolute
     shutil.copytree(ASSETS / "export", tmp_path / "exp")
@@ -63,14 +54,13 @@ def test_ray_run_writes_what_run_writes(local_ray, inputs, tmp_path, capsys, mon
     local, dist = tmp_path / "local", tmp_path / "ray"
     settings = tmp_path / "settings.json"  # --config reaches the workers too
     settings.write_text('{"threshold": 0.45, "match": {"nms_iou": 0.4}}')
-    rc_local, out_local, err_local = _run(["run", "exp", *files, "--backend", "onnxruntime",
-                                           "--out", str(local), "--config", str(settings)],
-                                          capsys)
+    rc_local, out_local, err_local = run_cli(["run", "exp", *files, "--backend", "onnxruntime",
+                                              "--out", str(local), "--config", str(settings)])
     coco = tmp_path / "coco.json"
-    rc, out, err = _run(["run", "exp", str(listing), "--backend", "onnxruntime",
-                         "--config", str(settings),
-                         "--out", str(dist), "--ray", "--workers", "2", "--batch-size", "2",
-                         "--coco", str(coco)], capsys)
+    rc, out, err = run_cli(["run", "exp", str(listing), "--backend", "onnxruntime",
+                            "--config", str(settings),
+                            "--out", str(dist), "--ray", "--workers", "2", "--batch-size", "2",
+                            "--coco", str(coco)])
     assert rc == rc_local == 1
     assert err == err_local and len(err) == 1 and "broken.jpg" in err[0]
     assert out.strip().split(",")[:3] == out_local.strip().split(",")[:3]  # counts agree
@@ -110,13 +100,13 @@ def test_ray_run_writes_what_run_writes(local_ray, inputs, tmp_path, capsys, mon
                 mask_util.decode(inst["mask"]).sum())
 
 
-def test_segment_dataset_on_decoded_images(local_ray, tmp_path, capsys):
+def test_segment_dataset_on_decoded_images(local_ray, tmp_path, run_cli):
     import icnseg.ray
     from icnseg.data.images import read_image
 
     local = tmp_path / "local"
-    assert _run(["run", "default", str(SAMPLES[1]), "--backend", "onnxruntime",
-                 "--out", str(local)], capsys)[0] == 0
+    assert run_cli(["run", "default", str(SAMPLES[1]), "--backend", "onnxruntime",
+                    "--out", str(local)])[0] == 0
     ds = local_ray.data.from_items([{"path": str(SAMPLES[1]), "image": read_image(SAMPLES[1])},
                                     {"path": "bad.png", "image": np.zeros((0, 4, 3), np.uint8)}])
     rows = icnseg.ray.segment_dataset(ds, "default", tmp_path / "api", backend="onnxruntime",
@@ -132,9 +122,9 @@ def test_segment_dataset_on_decoded_images(local_ray, tmp_path, capsys):
     (["--workers", "2"], "--workers needs --ray"),
     (["--ray", "--frames", "3"], "--frames is for videos"),
 ])
-def test_flag_errors(tmp_path, capsys, extra, match):
-    rc, _, err = _run(["run", "default", str(SAMPLES[0]), "--out", str(tmp_path / "o"),
-                       *extra], capsys)
+def test_flag_errors(tmp_path, run_cli, extra, match):
+    rc, _, err = run_cli(["run", "default", str(SAMPLES[0]), "--out", str(tmp_path / "o"),
+                          *extra])
     assert rc == 1 and len(err) == 1 and match in err[0]
 
 
@@ -142,15 +132,14 @@ def test_flag_errors(tmp_path, capsys, extra, match):
     (["--ray", "--workers", "0"], "--workers: 0 is outside [1, 4096]"),
     (["--ray", "--batch-size", "0"], "--batch-size: 0 is outside [1, 4096]"),
 ])
-def test_counts_are_bounded(tmp_path, capsys, extra, match):
+def test_counts_are_bounded(tmp_path, capsys, extra, match, run_cli):
     with pytest.raises(SystemExit) as exit_:  # the one bounds table: argparse, exit 2
-        _run(["run", "default", str(SAMPLES[0]), "--out", str(tmp_path / "o"), *extra], capsys)
+        run_cli(["run", "default", str(SAMPLES[0]), "--out", str(tmp_path / "o"), *extra])
     assert exit_.value.code == 2 and match in capsys.readouterr().err
 
 
-def test_empty_path_list(tmp_path, capsys):
+def test_empty_path_list(tmp_path, run_cli):
     listing = tmp_path / "none.txt"
     listing.write_text("# nothing\n\n")
-    rc, _, err = _run(["run", "default", str(listing), "--out", str(tmp_path / "o"), "--ray"],
-                      capsys)
+    rc, _, err = run_cli(["run", "default", str(listing), "--out", str(tmp_path / "o"), "--ray"])
     assert rc == 1 and err == [f"icnseg: error: {listing}: the list of image paths is empty"]
