@@ -22,7 +22,14 @@ import numpy as np
 from PIL import Image
 
 from icnseg.classes import OTHERS_CLASSES, SYNTH_CLASSES
-from icnseg.data.synth_styles import check_style, other_shape_mask, style_background, style_paint
+from icnseg.data.synth_styles import (
+    SUBPIXEL_SHIFT,
+    check_style,
+    other_shape_mask,
+    rotate,
+    style_background,
+    style_paint,
+)
 from icnseg.data.voc import voc_palette
 from icnseg.errors import ConfigError
 from icnseg.fileio import atomic_dir
@@ -32,7 +39,6 @@ MAX_INSTANCES = 4  # 1..MAX_INSTANCES shapes are planned per image
 SIZE_RANGE = (0.12, 0.45)  # shape extent as a fraction of the image side
 VOID_RADIUS = 1  # void band = dilate(mask, r) xor erode(mask, r): 2 px wide for r = 1
 JPEG_QUALITY = 92
-_SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices in cv2.fillPoly
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -61,8 +67,7 @@ def _polygon(kind: str, r: float, theta: float) -> np.ndarray:
         w = r / 3.0
         pts = np.array([(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r),
                         (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)], dtype=np.float64)
-        c, s = np.cos(theta), np.sin(theta)
-        pts = pts @ np.array([[c, s], [-s, c]])
+        pts = rotate(pts, theta)
     else:
         raise ConfigError(f"unknown synthetic shape {kind!r}")
     return pts
@@ -79,14 +84,14 @@ def _shape_mask(rng: np.random.Generator, size: int, objects: str = "targets"
     cx, cy = rng.uniform(r, size - r, 2)
     theta = rng.uniform(0, 2 * np.pi)
     mask = np.zeros((size, size), np.uint8)
-    scale = 1 << _SHIFT
+    scale = 1 << SUBPIXEL_SHIFT
     if SYNTH_CLASSES[cls] == "circle":
         centre = (int(round(cx * scale)), int(round(cy * scale)))
-        cv2.circle(mask, centre, int(round(r * scale)), 1, -1, cv2.LINE_8, _SHIFT)
+        cv2.circle(mask, centre, int(round(r * scale)), 1, -1, cv2.LINE_8, SUBPIXEL_SHIFT)
     else:
         pts = _polygon(SYNTH_CLASSES[cls], r, theta) + (cx, cy)
         pts = np.round(pts * scale).astype(np.int32)
-        cv2.fillPoly(mask, [pts], 1, cv2.LINE_8, _SHIFT)
+        cv2.fillPoly(mask, [pts], 1, cv2.LINE_8, SUBPIXEL_SHIFT)
     return mask.astype(bool), cls
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from icnseg.classes import OTHER_SHAPES, SYNTH_OBJECTS, SYNTH_STYLES
 from icnseg.errors import ConfigError
 
-_SHIFT = 4  # fixed-point bits for sub-pixel vertices, as in synth.py
+SUBPIXEL_SHIFT = 4  # fixed-point bits of sub-pixel coordinates in OpenCV's drawing calls
 
 
 def check_style(style: str, objects: str) -> None:
@@ -31,7 +31,7 @@ def check_style(style: str, objects: str) -> None:
                           f"(got {objects!r})")
 
 
-def _rotate(pts: np.ndarray, theta: float) -> np.ndarray:
+def rotate(pts: np.ndarray, theta: float) -> np.ndarray:
     """Rotate vertices [V,2] by ``theta`` about the origin."""
     c, s = np.cos(theta), np.sin(theta)
     return pts @ np.array([[c, s], [-s, c]])
@@ -71,24 +71,24 @@ def other_shape_mask(rng: np.random.Generator, size: int, extent: float) -> np.n
     cx, cy = rng.uniform(r, size - r, 2)
     theta = rng.uniform(0, 2 * np.pi)
     mask = np.zeros((size, size), np.uint8)
-    scale = 1 << _SHIFT
+    scale = 1 << SUBPIXEL_SHIFT
     centre = (int(round(cx * scale)), int(round(cy * scale)))
     if kind in ("ellipse", "crescent", "ring"):
         axes = (int(round(r * scale)), int(round(r * rng.uniform(0.45, 0.9) * scale)))
         if kind != "ellipse":
             axes = (axes[0], axes[0])
         cv2.ellipse(mask, centre, axes, float(np.degrees(theta)), 0, 360, 1, -1,
-                    cv2.LINE_8, _SHIFT)
+                    cv2.LINE_8, SUBPIXEL_SHIFT)
         if kind == "crescent":  # a disc minus a shifted smaller disc
             off = r * 0.45 * np.array([np.cos(theta), np.sin(theta)])
             bite = (int(round((cx + off[0]) * scale)), int(round((cy + off[1]) * scale)))
-            cv2.circle(mask, bite, int(round(0.8 * r * scale)), 0, -1, cv2.LINE_8, _SHIFT)
+            cv2.circle(mask, bite, int(round(0.8 * r * scale)), 0, -1, cv2.LINE_8, SUBPIXEL_SHIFT)
         elif kind == "ring":
             cv2.circle(mask, centre, int(round(r * rng.uniform(0.35, 0.55) * scale)), 0, -1,
-                       cv2.LINE_8, _SHIFT)
+                       cv2.LINE_8, SUBPIXEL_SHIFT)
     else:
-        pts = _rotate(_outline(kind, r, rng), theta) + (cx, cy)
-        cv2.fillPoly(mask, [np.round(pts * scale).astype(np.int32)], 1, cv2.LINE_8, _SHIFT)
+        pts = rotate(_outline(kind, r, rng), theta) + (cx, cy)
+        cv2.fillPoly(mask, [np.round(pts * scale).astype(np.int32)], 1, cv2.LINE_8, SUBPIXEL_SHIFT)
     return mask.astype(bool)
 
 
