@@ -21,19 +21,14 @@ import cv2
 import numpy as np
 
 from icnseg.fileio import write_text
+from icnseg.nms import mask_iou
 
 
 def _best_iou(label: np.ndarray, gt: np.ndarray, gt_classes: np.ndarray, cls: int) -> float:
     """IoU of a pseudo label with the best-overlapping true instance of its class (0 if the
     image has none: a peak on the background gets a label that matches nothing)."""
     same = gt[gt_classes == cls]
-    return max((_iou(label, g) for g in same), default=0.0)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two bool masks."""
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 0.0
+    return float(mask_iou(label[None], same).max()) if len(same) else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from icnseg.matching import MatchConfig
     from icnseg.models.prm import PeakConfig
     from icnseg.postprocess import proposals_for
+    from icnseg.settings import SegmentConfig
     from icnseg.train.pseudo_labels import naive_prms, proposal_targets
     from icnseg.upsample import upsample_maps
 
@@ -77,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                 model.mean, model.std)
         if not len(peaks):
             continue
-        full = proposals_for(s.image, None, 1024)
+        full = proposals_for(s.image, None, SegmentConfig().match_max_side)
         small = proposals_for(image, None, None)
         up = upsample_maps(prm, full.shape)
         maps = {"naive": (prm, up)}
