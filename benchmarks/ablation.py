@@ -68,19 +68,25 @@ def _prediction(image_id: str, instances, shape) -> ImagePrediction:
                            np.array([x.score for x in instances]))
 
 
-def _oracle(s, proposals) -> ImagePrediction:
-    """Best proposal per GT instance (by IoU at the proposals' size), scaled to the image."""
+def _nearest(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Masks [N,H,W] resized to ``shape`` (nearest)."""
     import cv2
 
+    if masks.shape[1:] == tuple(shape):
+        return masks
+    return np.stack([cv2.resize(m.astype(np.uint8), shape[::-1],
+                                interpolation=cv2.INTER_NEAREST) for m in masks]).astype(bool)
+
+
+def oracle_prediction(s, proposals) -> ImagePrediction:
+    """Best proposal per GT instance of sample ``s`` (by IoU at the proposals' size), scaled
+    to the image: the proposals' ceiling."""
     shape = s.image.shape[:2]
     if len(s.instance_masks) == 0 or len(proposals) == 0:
         return _prediction(s.id, [], shape)
-    small = np.stack([cv2.resize(m.astype(np.uint8), proposals.shape[::-1],
-                                 interpolation=cv2.INTER_NEAREST) for m in s.instance_masks])
-    best = mask_iou(small.astype(bool), proposals.masks).argmax(1)
-    masks = np.stack([cv2.resize(proposals.masks[b].astype(np.uint8), shape[::-1],
-                                 interpolation=cv2.INTER_NEAREST) for b in best]).astype(bool)
-    return ImagePrediction(s.id, masks, np.asarray(s.instance_classes), np.ones(len(best)))
+    best = mask_iou(_nearest(s.instance_masks, proposals.shape), proposals.masks).argmax(1)
+    return ImagePrediction(s.id, _nearest(proposals.masks[best], shape),
+                           np.asarray(s.instance_classes), np.ones(len(best)))
 
 
 def ablate(models: dict[str, Any], variants: dict[str, Any], dataset, log=print) -> dict:
@@ -111,7 +117,7 @@ def ablate(models: dict[str, Any], variants: dict[str, Any], dataset, log=print)
             stages.enhanced = passes[t - 1] if t > 0 and passes else None
             preds[name].append(_prediction(s.id, model.select(prepared, stages, cfg),
                                            s.image.shape[:2]))
-        preds["oracle proposals"].append(_oracle(s, proposals))
+        preds["oracle proposals"].append(oracle_prediction(s, proposals))
         if (i + 1) % 20 == 0:
             log(f"ablation: {i + 1}/{len(dataset)} images ({time.perf_counter() - t0:.0f}s)")
     classes = first.classes

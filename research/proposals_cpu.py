@@ -162,18 +162,11 @@ def stage_times(sizes=SIZES, n: int = 6, repeat: int = 2, baseline: str | None =
     return out
 
 
-def _resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if masks.shape[1:] == tuple(shape):
-        return masks
-    return np.stack([cv2.resize(m.astype(np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST)
-                     for m in masks]).astype(bool)
-
-
 def oracle(data_dir: Path, size: int) -> dict[str, Any]:
     """mAP^r/ABO of the best built-in proposal per GT instance (by IoU at the proposals' size)."""
+    from icnseg.benchmarks.ablation import oracle_prediction
     from icnseg.data.voc import VocDataset
-    from icnseg.eval import ImageGroundTruth, ImagePrediction, evaluate
-    from icnseg.nms import mask_iou
+    from icnseg.eval import ImageGroundTruth, evaluate
     from icnseg.proposals.generate import generate_proposals
 
     ds = VocDataset(data_dir, "val")
@@ -188,13 +181,7 @@ def oracle(data_dir: Path, size: int) -> dict[str, Any]:
         props = generate_proposals(small)
         secs += time.perf_counter() - t0
         gts.append(ImageGroundTruth(s.id, s.instance_masks, s.instance_classes, s.ignore_mask))
-        if len(s.instance_masks) == 0 or len(props) == 0:
-            preds.append(ImagePrediction(s.id, np.zeros((0, h, w), bool), np.zeros(0, int),
-                                         np.zeros(0)))
-            continue
-        best = mask_iou(_resize_masks(s.instance_masks, props.shape), props.masks).argmax(1)
-        preds.append(ImagePrediction(s.id, _resize_masks(props.masks[best], (h, w)),
-                                     np.asarray(s.instance_classes), np.ones(len(best))))
+        preds.append(oracle_prediction(s, props))
     m = evaluate(preds, gts, len(ds.classes), ds.classes)
     return {"size": size, "images": len(ds), "mAP_r@0.5": m["mAP_r"]["0.5"],
             "mAP_r@0.75": m["mAP_r"]["0.75"], "ABO": m["ABO"],
