@@ -18,6 +18,7 @@ from icnseg.train.common import (
     resume_path,
     seed_everything,
 )
+from icnseg.train.cues import with_rough_cues
 from icnseg.train.pseudo_labels import (
     Target,
     check_label_source,
@@ -48,6 +49,9 @@ class Stage2Config:
     # An untrained ICN's output is noise, and min-max normalising it fed back teaches
     # nothing (a run without this warm-up collapsed to empty maps).
     feedback_after: int = 1  # epochs of plain naive-PRM inputs before fed-back ones start
+    # Share of inputs replaced by a rough soft copy of their label (train/cues.py): a fixed
+    # stand-in for a pass-(t-1) output, so passes t > 1 learn to refine (T = 3 at test time).
+    rough_cues: float = 0.0  # share of inputs replaced by a rough copy of their label (0..1)
     init: str | None = None  # start the ICN from this checkpoint's ICN (None: random init)
     labels: str = "proposals"  # proposals | saliency (instance-saliency masks as labels)
     saliency_dir: str | None = None  # VOC-layout dir of instance masks for labels=saliency
@@ -231,8 +235,12 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
         items = [_augment(rng, images[t.image_index], t.prm.astype(np.float32), t.mask,
                           cfg.crop_scale) for t in batch]
         x = torch.from_numpy(np.stack([normalize(im, model.mean, model.std) for im, _, _ in items]))
-        r = torch.from_numpy(np.stack([p for _, p, _ in items]))[:, None]
-        y = torch.from_numpy(np.stack([m for _, _, m in items]).astype(np.float32))[:, None]
+        masks = np.stack([m for _, _, m in items])
+        prms = np.stack([p for _, p, _ in items])
+        if cfg.rough_cues > 0:
+            prms = with_rough_cues(prms, masks, rng, cfg.rough_cues)
+        r = torch.from_numpy(prms)[:, None]
+        y = torch.from_numpy(masks.astype(np.float32))[:, None]
         if cfg.feedback > 0 and cfg.iterations > 1 and epoch >= cfg.feedback_after:
             r = _fed_back(icn, x, r, rng, cfg.feedback, cfg.iterations)
         return F.binary_cross_entropy_with_logits(icn.logits(x, r), y)  # Eq. 4

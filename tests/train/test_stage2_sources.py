@@ -125,3 +125,23 @@ def test_proposal_labels_are_unions_of_the_given_proposals(tiny_checkpoint, synt
                                                       model.input_size))
                    for r in range(1, cfg.k + 1)
                    for c in itertools.combinations(range(len(props)), r))
+
+
+def test_rough_cues_reach_the_icn_inputs_when_asked(monkeypatch, tiny_checkpoint, synth_dir,
+                                                    tmp_path):
+    seen = []
+    real = stage2.with_rough_cues
+
+    def spy(prms, masks, rng, share):
+        out = real(prms, masks, rng, share)
+        seen.append((share, int((out != prms).any(axis=(1, 2)).sum()), len(prms)))
+        return out
+
+    monkeypatch.setattr(stage2, "with_rough_cues", spy)
+    common = dict(labels="saliency", saliency_dir=str(synth_dir))
+    train_stage2(_cfg(tmp_path / "a", synth_dir, tiny_checkpoint, **common), log=lambda m: None)
+    assert seen == []  # off by default
+    train_stage2(_cfg(tmp_path / "b", synth_dir, tiny_checkpoint, rough_cues=1.0, **common),
+                 log=lambda m: None)
+    assert seen and all(s == 1.0 and changed == n for s, changed, n in seen)
+    assert load_checkpoint(tmp_path / "b" / "s2.safetensors").config["stage2"]["rough_cues"] == 1.0
