@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import numpy as np
 
 from icnseg.benchmarks.agree import BenchmarkError
 from icnseg.benchmarks.machine import machine_info
+from icnseg.serve.ports import free_ports
 
 BAD_REQUESTS = {
     "float32 image": ("image", np.zeros((1, 8, 8, 3), np.float32)),
@@ -38,15 +38,6 @@ BAD_REQUESTS = {
     "corrupt image bytes": ("image_bytes", np.array([[b"\xff\xd8\xff\xe0 junk"]], dtype=object)),
     "empty image bytes": ("image_bytes", np.array([[b""]], dtype=object)),
 }
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 def infer(protocol: str, port: int, name: str, array: np.ndarray, client=None):

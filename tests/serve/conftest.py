@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from icnseg.serve.ports import free_ports
+
 START_TIMEOUT_S = 120  # Triton + the Python backend stub + model load, on a busy 2-core CPU
 STOP_TIMEOUT_S = 60
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 class Server:
