@@ -60,6 +60,11 @@ class Stage2Config:
     pseudo_scoring: Literal["icn", "paper", "prm"] = "prm"  # matching rule of the pseudo labels
     pseudo_blur: float = 0.0  # > 0: match a blob of the PRM smoothed by this sigma (input px)
     pseudo_blob_threshold: float = 0.1  # blob = smoothed PRM >= this x its maximum
+    # A second round (paper 3.2's labels from better maps): match the maps of a first ICN,
+    # run on the naive PRMs, instead of the naive PRMs themselves. The ICN trained still
+    # gets the naive PRMs as its input.
+    pseudo_icn: str | None = None  # labels=proposals: checkpoint whose ICN maps are matched
+    pseudo_passes: int = 1  # ICN passes of that first ICN over each naive PRM
     crop_scale: float = 0.6  # random crop keeps >= this fraction of each side
     # Peak filters beyond Eq. 1 (PeakConfig), used for the targets and saved in the
     # checkpoint as the model's inference default. None/0 = Eq. 1 as printed.
@@ -103,6 +108,33 @@ def _pseudo_labels(cfg: Stage2Config, match_cfg, prm: np.ndarray, props, size) -
     return [resize_mask(m, size) for m in labels]
 
 
+def _first_icn(cfg: Stage2Config):
+    """The first-round ICN of ``--pseudo-icn`` (None without it), in eval mode."""
+    if cfg.pseudo_icn is None:
+        return None
+    if cfg.labels != "proposals":
+        raise ConfigError("--pseudo-icn makes proposal pseudo labels: it needs --labels "
+                          f"proposals (got --labels {cfg.labels})")
+    from icnseg.eager import EagerModel
+
+    _icn_state(cfg.pseudo_icn, "--pseudo-icn")
+    return EagerModel.from_checkpoint(load_checkpoint(cfg.pseudo_icn)).icn.eval()
+
+
+def _first_maps(icn, model, image: np.ndarray, prm: np.ndarray, passes: int) -> np.ndarray:
+    """``passes`` ICN passes over the naive PRMs [K,H,W] of ``image`` (uint8 at the input)."""
+    import torch
+
+    from icnseg.data.transforms import normalize
+    from icnseg.models.icn import enhance
+
+    x = torch.from_numpy(normalize(image, model.mean, model.std))[None]
+    with torch.no_grad():
+        v = enhance(icn, x.expand(len(prm), -1, -1, -1), torch.from_numpy(prm)[:, None],
+                    iterations=passes)
+    return v[:, 0].numpy()
+
+
 def build_targets(
     cfg: Stage2Config, model, dataset, log=print
 ) -> tuple[list[np.ndarray], list[Target]]:
@@ -115,6 +147,7 @@ def build_targets(
 
     peak_cfg = PeakConfig(**peak_settings(cfg, model.config))
     match_cfg = MatchConfig(scoring=cfg.pseudo_scoring)
+    first = _first_icn(cfg)
     h, w = model.input_size
     images, targets = [], []
     for i in tqdm(range(len(dataset)), desc="stage2 targets", leave=False, disable=None):
@@ -141,7 +174,9 @@ def build_targets(
             labels = [masks[j] if j >= 0 else None for j in pairs]
         else:
             props = _proposals_for(cfg, s.id, s.image)
-            labels = _pseudo_labels(cfg, match_cfg, prm, props, (h, w))
+            cue = prm if first is None else _first_maps(first, model, image, prm,
+                                                          cfg.pseudo_passes)
+            labels = _pseudo_labels(cfg, match_cfg, cue, props, (h, w))
         for p, r, m in zip(peaks, prm, labels, strict=True):
             if m is not None and m.any():
                 targets.append(Target(len(images) - 1, p, r.astype(np.float16), m))
@@ -188,11 +223,11 @@ def _fed_back(icn, x, r, rng: np.random.Generator, share: float, iterations: int
     return r
 
 
-def _icn_state(path: str) -> dict:
-    """The ICN weights of an icnseg checkpoint (``--init``)."""
+def _icn_state(path: str, flag: str = "--init") -> dict:
+    """The ICN weights of the icnseg checkpoint given to ``flag``."""
     icn = load_checkpoint(path).sub_state("icn")
     if not icn:
-        raise ConfigError(f"{path}: --init needs a checkpoint with an ICN (a stage-2 one)")
+        raise ConfigError(f"{path}: {flag} needs a checkpoint with an ICN (a stage-2 one)")
     return icn
 
 
@@ -207,7 +242,8 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
     from icnseg.eager import EagerModel
     from icnseg.models.icn import ICN
 
-    check_positive(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, k=cfg.k)
+    check_positive(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, k=cfg.k,
+                   pseudo_passes=cfg.pseudo_passes)
     check_label_source(cfg.labels, cfg.saliency_dir)
     seed_everything(cfg.seed)
     model = EagerModel.from_checkpoint(load_checkpoint(cfg.stage1))

@@ -145,3 +145,53 @@ def test_rough_cues_reach_the_icn_inputs_when_asked(monkeypatch, tiny_checkpoint
                  log=lambda m: None)
     assert seen and all(s == 1.0 and changed == n for s, changed, n in seen)
     assert load_checkpoint(tmp_path / "b" / "s2.safetensors").config["stage2"]["rough_cues"] == 1.0
+
+
+def test_a_second_round_matches_the_first_icns_maps(monkeypatch, tiny_checkpoint, synth_dir,
+                                                    tmp_path):
+    from icnseg.data.transforms import normalize
+
+    cues = []
+    real = stage2._pseudo_labels
+    monkeypatch.setattr(stage2, "_pseudo_labels",
+                        lambda cfg, m, cue, props, size: cues.append(cue) or real(
+                            cfg, m, cue, props, size))
+    model = EagerModel.from_checkpoint(load_checkpoint(tiny_checkpoint))
+    ds = VocDataset(synth_dir, "train", model.classes)
+    cfg = _cfg(tmp_path, synth_dir, tiny_checkpoint, pseudo_icn=str(tiny_checkpoint),
+               pseudo_passes=2)
+    build_targets(cfg, model, ds, log=lambda m: None)
+    assert cues
+    peak_cfg = PeakConfig(**stage2.peak_settings(cfg, model.config))
+    k = 0
+    for i in range(len(ds)):  # independently: two passes of the checkpoint's ICN by hand
+        image = resize(ds[i].image, model.input_size)
+        peaks, prm = naive_prms(model.classifier, image, ds[i].labels > 0, peak_cfg, "prm",
+                                model.mean, model.std)
+        if not len(peaks):
+            continue
+        x = torch.from_numpy(normalize(image, model.mean, model.std))[None]
+        v = torch.from_numpy(prm)[:, None]
+        with torch.no_grad():
+            for _ in range(2):
+                v = model.icn(x.expand(len(prm), -1, -1, -1), v)
+        np.testing.assert_allclose(cues[k], v[:, 0].numpy(), atol=1e-6)
+        assert not np.allclose(cues[k], prm)
+        k += 1
+    assert k == len(cues)
+
+
+def test_a_second_round_needs_proposal_labels_and_an_icn(tiny_checkpoint, synth_dir, tmp_path):
+    from icnseg.checkpoint import save_checkpoint
+
+    cfg = _cfg(tmp_path, synth_dir, tiny_checkpoint, labels="saliency",
+               saliency_dir=str(synth_dir), pseudo_icn=str(tiny_checkpoint))
+    with pytest.raises(ConfigError, match="--pseudo-icn .* needs --labels proposals"):
+        train_stage2(cfg, log=lambda m: None)
+    ckpt = load_checkpoint(tiny_checkpoint)
+    stage1_only = tmp_path / "s1.safetensors"
+    save_checkpoint(stage1_only, {k: v for k, v in ckpt.state.items()
+                                  if k.startswith("classifier.")}, ckpt.config)
+    cfg = _cfg(tmp_path, synth_dir, tiny_checkpoint, pseudo_icn=str(stage1_only))
+    with pytest.raises(ConfigError, match="s1.safetensors: --pseudo-icn needs"):
+        train_stage2(cfg, log=lambda m: None)
