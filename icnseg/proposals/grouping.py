@@ -76,17 +76,27 @@ def _rounds(feat: np.ndarray, d: int, weights: np.ndarray, area: np.ndarray,
     while len(a):
         start = done
         s = _similarity(feat, d, weights, area, a, b)
-        order = np.argsort(-s, kind="mergesort")  # stable: ties go to the lower (a, b)
-        rank = np.empty(len(s), np.int64)
-        rank[order] = np.arange(len(s))  # 0 = most similar
-        best[:] = len(s)
+        # Every region's most similar edge; ties go to the first edge, i.e. the lower (a, b).
+        best[:] = -1
         for e in range(len(s)):
-            best[a[e]] = min(best[a[e]], rank[e])
-            best[b[e]] = min(best[b[e]], rank[e])
-        for e in order:  # mutually best pairs (disjoint), most similar first
+            for v in (a[e], b[e]):
+                if best[v] < 0 or s[e] > s[best[v]]:
+                    best[v] = e
+        mutual = np.empty(len(s), np.int64)
+        k = 0
+        for e in range(len(s)):
+            if best[a[e]] == e and best[b[e]] == e:
+                mutual[k] = e
+                k += 1
+        for i in range(1, k):  # most similar first, ties in edge order (stable insertion)
+            e = mutual[i]
+            j = i - 1
+            while j >= 0 and s[mutual[j]] < s[e]:
+                mutual[j + 1] = mutual[j]
+                j -= 1
+            mutual[j + 1] = e
+        for e in mutual[:k]:  # the mutually best pairs are disjoint
             r, c = a[e], b[e]  # r < c: c joins r
-            if best[r] != rank[e] or best[c] != rank[e]:
-                continue
             sr, sc = feat[r, d], feat[c, d]
             for i in range(d):
                 feat[r, i] = (feat[r, i] * sr + feat[c, i] * sc) / (sr + sc)
@@ -105,14 +115,34 @@ def _rounds(feat: np.ndarray, d: int, weights: np.ndarray, area: np.ndarray,
             r = merged[m]
             for i in range(n):
                 rows[m, i] = label[i] == r
-        code = np.empty(len(a), np.int64)
-        for e in range(len(a)):
-            x, y = to[a[e]], to[b[e]]
-            code[e] = min(x, y) * n + max(x, y)
-        code = np.unique(code)
-        keep = (code // n) != (code % n)
-        a, b = code[keep] // n, code[keep] % n
+        a, b = _sorted_unique_pairs(to[a], to[b], n)
     return rows[:done], which[:done]
+
+
+@jit
+def _sorted_unique_pairs(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct pairs (min, max) of (x, y) over 0..n-1, self-pairs dropped, in
+    lexicographic order: two stable counting sorts (by max, then by min)."""
+    lo, hi = np.minimum(x, y), np.maximum(x, y)
+    order = np.arange(len(lo))
+    for key in (hi, lo):
+        start = np.zeros(n + 1, np.int64)
+        for e in order:
+            start[key[e] + 1] += 1
+        for v in range(n):
+            start[v + 1] += start[v]
+        out = np.empty_like(order)
+        for e in order:
+            out[start[key[e]]] = e
+            start[key[e]] += 1
+        order = out
+    a, b = np.empty(len(lo), np.int64), np.empty(len(lo), np.int64)
+    k = 0
+    for e in order:
+        if lo[e] != hi[e] and (k == 0 or lo[e] != a[k - 1] or hi[e] != b[k - 1]):
+            a[k], b[k] = lo[e], hi[e]
+            k += 1
+    return a[:k], b[:k]
 
 
 @jit
