@@ -183,26 +183,27 @@ def _union(parent: np.ndarray, size: np.ndarray, r0: int, r1: int) -> int:
 @jit
 def _sort_codes(code: np.ndarray, flat: np.ndarray, step: np.ndarray) -> np.ndarray:
     """Edge codes in stable ascending order of their float64 weights: an LSD radix sort on
-    the float32 weight bits (non-negative and below 2, so 30 bits: three 10-bit digits), then
+    the float32 weight bits (non-negative, so 31 bits: digits of 10, 10 and 11 bits), then
     runs of equal float32 put in float64 order by insertion (runs are short; equal weights
     keep their order)."""
     m = len(code)
-    count = np.zeros((3, 1024), np.int64)
+    count = np.zeros((3, 2048), np.int64)
     for i in range(m):
         v = code[i] >> np.uint64(32)
         count[0, v & np.uint64(1023)] += 1
         count[1, (v >> np.uint64(10)) & np.uint64(1023)] += 1
-        count[2, (v >> np.uint64(20)) & np.uint64(1023)] += 1
+        count[2, (v >> np.uint64(20)) & np.uint64(2047)] += 1
     tmp = np.empty_like(code)
     for digit in range(3):
         total = 0
-        for d in range(1024):
+        for d in range(2048):
             c = count[digit, d]
             count[digit, d] = total
             total += c
         shift = np.uint64(32 + 10 * digit)
+        mask = np.uint64(2047 if digit == 2 else 1023)
         for i in range(m):
-            d = (code[i] >> shift) & np.uint64(1023)
+            d = (code[i] >> shift) & mask
             tmp[count[digit, d]] = code[i]
             count[digit, d] += 1
         code, tmp = tmp, code

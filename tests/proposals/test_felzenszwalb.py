@@ -17,7 +17,8 @@ def images() -> list[np.ndarray]:
     """Noise of several shapes (tiny ones too) and rendered synthetic scenes."""
     rng = np.random.default_rng(0)
     out = [rng.integers(0, 256, shape, dtype=np.uint8)
-           for shape in ((1, 1, 3), (1, 7, 3), (2, 2, 3), (3, 9, 3), (40, 31, 3), (72, 72, 3))]
+           for shape in ((1, 1, 3), (1, 7, 3), (2, 2, 3), (3, 9, 3), (40, 31, 3), (72, 72, 3),
+                         (20, 25, 1), (20, 25, 6))]
     return out + [render_sample(rng, side)[0] for side in (72, 140)]
 
 
@@ -26,6 +27,7 @@ def four_level_image() -> np.ndarray:
     return (np.random.default_rng(4).integers(0, 4, (50, 60, 3)) * 60).astype(np.uint8)
 
 
+@pytest.mark.filterwarnings("ignore:Got image with third dimension")
 @pytest.mark.parametrize("scale,sigma,min_size", [(100, 0.8, 4), (100, 0.8, 1), (20, 0.5, 10),
                                                   (300, 1.6, 30)])
 def test_same_labels_as_scikit_image(scale, sigma, min_size):
@@ -69,6 +71,16 @@ def test_weights_tied_in_float32_keep_their_float64_order():
     for min_size in (1, 8):
         want = skimage_felzenszwalb(image, scale=50, sigma=0, min_size=min_size)
         np.testing.assert_array_equal(_segment(image, 50 / 255, min_size), want)
+
+
+@pytest.mark.filterwarnings("ignore:Got image with third dimension")
+def test_weights_above_two():
+    """Six channels in {0, 1}: weights up to sqrt(6), past the float32 exponent bit 30."""
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 2, (30, 40, 6)) + rng.random((30, 40, 6)) * 1e-3
+    assert np.sqrt(((image[1:] - image[:-1]) ** 2).sum(-1)).max() > 2
+    want = skimage_felzenszwalb(image, scale=300, sigma=0, min_size=3)
+    np.testing.assert_array_equal(_segment(image, 300 / 255, 3), want)
 
 
 def test_bad_input():
