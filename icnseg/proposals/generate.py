@@ -1,7 +1,7 @@
 """Built-in mask proposals: selective-search style hierarchical grouping of superpixels.
 
 One Felzenszwalb over-segmentation is the shared superpixel map. It runs on the image shrunk
-by ``segment_scale`` (Felzenszwalb is most of the cost), the grouping statistics are taken
+by ``segment_scale`` (Felzenszwalb is the largest single cost), the grouping statistics are taken
 there, and the superpixel boundaries are then refined at full size (each boundary pixel
 joins the neighbouring superpixel of the closest mean colour), so masks stay sharp. Optional
 coarser starting partitions are built by merging its superpixels (graph-based merging on the
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import felzenszwalb
 
 from icnseg.errors import ConfigError, InputError
+from icnseg.proposals.boundary import boundary_pixels, move_to_closest
+from icnseg.proposals.felzenszwalb import felzenszwalb
 from icnseg.proposals.grouping import GroupingRun, group_runs
 from icnseg.proposals.types import Proposals
 
@@ -33,8 +34,8 @@ class ProposalConfig:
     sigma: float = 0.8  # Gaussian pre-smoothing of the over-segmentation
     min_superpixel: float = 1 / 1500  # smallest superpixel, as a fraction of the image area
     # The over-segmentation runs on the image shrunk by this factor (at most to max_side,
-    # never below min_side), its boundaries refined at full size: Felzenszwalb dominates the
-    # run time, and its cost grows faster than the pixels. On the synthetic val set the
+    # never below min_side), its boundaries refined at full size: Felzenszwalb is the largest
+    # stage, and its cost grows faster than the pixels. On the synthetic val set the
     # oracle mAP^r does not drop from 72 px at a 96-px image up to 256 px at 1024 px
     # (benchmarks/results/proposals_cpu.md).
     segment_scale: float = 0.625
@@ -60,7 +61,7 @@ def generate_proposals(image: np.ndarray, cfg: ProposalConfig | None = None) -> 
     _check_config(cfg)
     h, w = image.shape[:2]
     small = _shrink(image, cfg)
-    sp_small = _relabel(_oversegment(small, cfg))
+    sp_small = _oversegment(small, cfg)
     n_sp = int(sp_small.max()) + 1
     # Grouping statistics at the over-segmentation size: sizes and boxes in its pixels.
     sizes = np.bincount(sp_small.ravel(), minlength=n_sp).astype(np.float64)
@@ -139,10 +140,10 @@ def _shrink(image: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
 
 
 def _oversegment(small: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
-    """Felzenszwalb superpixels of the (shrunk) image."""
+    """Felzenszwalb superpixels of the (shrunk) image, int32 labels 0..S-1."""
     sh, sw = small.shape[:2]
     min_size = max(1, int(round(cfg.min_superpixel * sh * sw)))
-    return felzenszwalb(small, scale=cfg.scale, sigma=cfg.sigma, min_size=min_size)
+    return felzenszwalb(small, cfg.scale, cfg.sigma, min_size)
 
 
 def _refine(image: np.ndarray, sp_small: np.ndarray, mean: np.ndarray, passes: int
@@ -154,32 +155,15 @@ def _refine(image: np.ndarray, sp_small: np.ndarray, mean: np.ndarray, passes: i
     if sp_small.shape == (h, w):
         return sp_small
     sp = cv2.resize(sp_small, (w, h), interpolation=cv2.INTER_NEAREST)
-    flat = sp.reshape(-1)
     rgb = image.reshape(-1, 3)
     mean = mean.astype(np.float32)
-    edge = np.zeros((h, w), bool)
     for _ in range(passes):
-        edge[:] = False
-        dx = sp[:, 1:] != sp[:, :-1]
-        dy = sp[1:, :] != sp[:-1, :]
-        edge[:, 1:] |= dx
-        edge[:, :-1] |= dx
-        edge[1:, :] |= dy
-        edge[:-1, :] |= dy
-        at = np.flatnonzero(edge)
+        at = boundary_pixels(sp)
         if len(at) == 0:
             break
-        x = at % w
-        # candidates of the boundary pixels: own, up, down, left, right (clamped at the border)
-        cand = flat[np.stack([at, np.where(at >= w, at - w, at),
-                              np.where(at < (h - 1) * w, at + w, at),
-                              np.where(x > 0, at - 1, at), np.where(x < w - 1, at + 1, at)])]
         # Lab of the boundary pixels only (a few % of the image at large sizes)
         lab = cv2.cvtColor(rgb[at][:, None], cv2.COLOR_RGB2LAB)[:, 0].astype(np.float32)
-        dist = ((mean[cand] - lab[None]) ** 2).sum(axis=-1)
-        # ties keep the pixel's own label (candidate 0): argmin takes the first minimum;
-        # every candidate is read before any label is written
-        flat[at] = cand[dist.argmin(axis=0), np.arange(len(at))]
+        move_to_closest(sp, at, lab, mean)
     return sp
 
 
