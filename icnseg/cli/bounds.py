@@ -93,6 +93,7 @@ BOUNDS: dict[str, Bound] = {
     "feedback_after": Bound(int, 0, 10_000),
     "rough_cues": Bound(float, 0.0, 1.0),
     "pseudo_passes": Bound(int, 1, 50),
+    "default_iterations": Bound(int, 1, 50),
     "pseudo_blur": Bound(float, 0.0, 100.0),
     "pseudo_blob_threshold": Bound(float, 0.0, 1.0),
     "peak_relative": Bound(float, 0.0, 1.0),
