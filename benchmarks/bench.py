@@ -47,6 +47,9 @@ class BenchConfig:
     # int8) run side by side as runners "onnxruntime[int8]", checked against the FP32 one
     export: tuple[str, ...] | str | None = None
     budget_frames: int = 10  # frames per video (96/224/448 px) of the per-frame budget (0: skip)
+    # intra-op threads of every ONNX Runtime session and of PyTorch (None: each library's
+    # default); a fixed count makes backends comparable on a shared machine
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.export, str):
@@ -61,6 +64,8 @@ class BenchConfig:
         if self.iters < 1 or self.warmup < 0 or self.streams < 0 or self.budget_frames < 0:
             raise ConfigError("--iters must be >= 1, --warmup, --streams and --budget-frames "
                               ">= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
 
 
 @dataclass
@@ -92,6 +97,10 @@ def load_runners(cfg: BenchConfig, stack: contextlib.ExitStack) -> Loaded:
     models: list[Any] = []
     eager = seg_cfg = export_dir = None
     if needs_torch:
+        if cfg.threads is not None:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
         eager = load(cfg.model, backend=TORCH)
         seg_cfg = eager.segment_config()
     export_dirs: list[Any] = []
@@ -107,7 +116,8 @@ def load_runners(cfg: BenchConfig, stack: contextlib.ExitStack) -> Loaded:
         models.append(eager)
     for name in runtime:
         for export_dir in export_dirs:
-            exported = load(export_dir, backend=name, device=cfg.device)
+            exported = load(export_dir, backend=name, device=cfg.device,
+                            threads=cfg.threads if name == ONNXRUNTIME else None)
             stack.callback(exported.close)
             models.append(exported)
     if cfg.baseline:

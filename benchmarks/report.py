@@ -27,7 +27,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']} ({m['cores']} cores), {gpu}; Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()) + f"; git {m['git']}.",
-        f"Device: {c['device']}. {c['iters']} timed images per backend after {c['warmup']} "
+        f"Device: {c['device']}; threads per session: {c.get('threads') or 'library default'}"
+        f"; load average at start {m.get('loadavg')}. "
+        f"{c['iters']} timed images per backend after {c['warmup']} "
         f"warm-up, round-robin; outputs checked equal first "
         f"({result['agreement']['reference']} is the reference).",
         "",

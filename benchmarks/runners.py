@@ -50,7 +50,8 @@ class Runner:
             forward = Path(self._tmp.name) / "prm_forward.onnx"
             onnx.utils.extract_model(str(path / "prm.onnx"), str(forward), ["image"],
                                      list(FORWARD_OUTPUTS))
-            self.forward = load_backend(model.backend, forward, model.device)
+            self.forward = load_backend(model.backend, forward, model.device,
+                                        threads=getattr(model, "threads", None))
             self.derived = ("prm_forward", "prm_backward")
 
     def segment(self, image: np.ndarray, proposals: Proposals,

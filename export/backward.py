@@ -98,22 +98,43 @@ def _prm_conv_state(gb: GraphBuilder, x: str, op: TracedOp, saved: dict[str, str
                  invz=gb.op("Where", [low, gb.const(np.float32(0)), inv], f"{n}.invz"))
 
 
+# A gradient as (tensor [K,...], batch-1 factors [1,...] still to multiply into it): chains of
+# ReLU masks, batch-norm scales, the prm rule's U - min U and 1/|Z| are multiplied together at
+# batch 1 and applied to the K rows once (ReLU masks are 0/1: only the rounding order moves).
+Grad = tuple[str, tuple[str, ...]]
+
+
 def emit_backward(gb: GraphBuilder, tg: TracedGraph, fwd: Forward, seed: str,
                   rule: str = "gradient") -> str:
     """Emit d(seed · output)/d(input) for seeds [K,C,h,w]; returns the [K,3,H,W] gradient."""
-    grads: dict[str, list[str]] = {tg.output: [seed]}
+    grads: dict[str, list[Grad]] = {tg.output: [(seed, ())]}
     for op in reversed(tg.ops):
         parts = grads.pop(op.name, None)
         if not parts:
             continue  # does not reach the output
-        g = _sum(gb, parts, f"{op.name}.gsum")
+        g = parts[0] if len(parts) == 1 else (
+            _sum(gb, [_apply(gb, p, f"{op.name}.gpart") for p in parts], f"{op.name}.gsum"), ())
         gins = _backward_op(gb, op, g, rule, fwd.saved[op.name])
         for name, gin in zip(op.inputs, gins, strict=True):
             grads.setdefault(name, []).append(gin)
     parts = grads.pop(tg.input, None)
     if not parts:
         raise ExportError("the output does not depend on the input image")
-    return _sum(gb, parts, "grad_input")
+    return _sum(gb, [_apply(gb, p, "grad_input.part") for p in parts], "grad_input")
+
+
+def _product(gb: GraphBuilder, factors: tuple[str, ...], hint: str) -> str:
+    """The batch-1 product of ``factors`` (at least one)."""
+    out = factors[0]
+    for f in factors[1:]:
+        out = gb.op("Mul", [out, f], f"{hint}.factor")
+    return out
+
+
+def _apply(gb: GraphBuilder, grad: Grad, hint: str) -> str:
+    """The gradient tensor with its pending factors multiplied in (one K-row Mul)."""
+    g, factors = grad
+    return gb.op("Mul", [g, _product(gb, factors, hint)], hint) if factors else g
 
 
 def _sum(gb: GraphBuilder, parts: list[str], hint: str) -> str:
@@ -123,35 +144,43 @@ def _sum(gb: GraphBuilder, parts: list[str], hint: str) -> str:
     return gb.op("Sum", parts, hint)
 
 
-def _backward_op(gb: GraphBuilder, op: TracedOp, g: str, rule: str,
-                 saved: dict[str, str]) -> list[str]:
-    """Input gradients of one op given its output gradient ``g`` [K,...]."""
+def _backward_op(gb: GraphBuilder, op: TracedOp, grad: Grad, rule: str,
+                 saved: dict[str, str]) -> list[Grad]:
+    """Input gradients of one op given its output gradient ``grad`` [K,...]."""
     p, n = op.params, op.name
+    g, factors = grad
     if op.kind == "conv":
         geom = (tuple(p["weight"].shape[2:]), p["stride"], p["dilation"], p["pads"], p["groups"])
         if rule == "gradient":
-            return [adjoints.conv_transpose(gb, g, saved["w"], op, *geom, f"{n}.grad")]
-        gz = gb.op("Mul", [g, saved["invz"]], f"{n}.gz")
-        back = adjoints.conv_transpose(gb, gz, saved["wpos"], op, *geom, f"{n}.gback")
-        return [gb.op("Mul", [saved["um"], back], f"{n}.grad")]
+            return [(adjoints.conv_adjoint(gb, _apply(gb, grad, f"{n}.gin"), p["weight"],
+                                           saved["w"], op, *geom, f"{n}.grad"), ())]
+        gz = _apply(gb, (g, (*factors, saved["invz"])), f"{n}.gz")
+        back = adjoints.conv_adjoint(gb, gz, np.maximum(p["weight"], 0.0), saved["wpos"], op,
+                                     *geom, f"{n}.gback")
+        return [(back, (saved["um"],))]
     if op.kind == "bn":
-        return [gb.op("Mul", [g, saved["scale"]], f"{n}.grad")]
+        return [(g, (*factors, saved["scale"]))]
     if op.kind == "relu":
-        return [gb.op("Mul", [g, saved["mask"]], f"{n}.grad")]
+        return [(g, (*factors, saved["mask"]))]
     if op.kind == "maxpool":
-        return [adjoints.maxpool_backward(gb, g, saved["sel"], op)]
+        sel = saved["sel"]
+        if factors:
+            sel = gb.op("Mul", [sel, gb.unsqueeze(_product(gb, factors, f"{n}.gsel"), [2])],
+                        f"{n}.gsel.factor")
+        if adjoints.tiles_input(op):  # g spread over each window, the selection a factor
+            return [(adjoints.window_spread(gb, g, op), (adjoints.window_layout(gb, sel, op),))]
+        return [(adjoints.maxpool_backward(gb, g, sel, op), ())]
+    if op.kind in ("add", "identity"):
+        return [grad] * len(op.inputs)
+    g = _apply(gb, grad, f"{n}.gin")
     if op.kind == "avgpool":
-        return [adjoints.avgpool_backward(gb, g, op)]
+        return [(adjoints.avgpool_backward(gb, g, op), ())]
     if op.kind == "resize":
-        return [adjoints.resize_backward(gb, g, op)]
-    if op.kind == "add":
-        return [g, g]
+        return [(adjoints.resize_backward(gb, g, op), ())]
     if op.kind == "cat":
         outs = gb.op("Split", [g, gb.ints(p["sizes"], "split")], f"{n}.grad",
                      outputs=len(op.inputs), axis=p["axis"])
-        return list(outs)
-    if op.kind == "identity":
-        return [g]
+        return [(o, ()) for o in outs]
     raise ExportError(f"{op.path}: no backward rule for kind {op.kind!r}")
 
 

@@ -128,15 +128,20 @@ def auto_backend(model: str | os.PathLike) -> tuple[str, str]:
 
 
 def load(model: str | os.PathLike = "default", backend: str | None = None,
-         device: str | None = None, precision: str | None = None) -> Any:
+         device: str | None = None, precision: str | None = None,
+         threads: int | None = None) -> Any:
     """Load MODEL as a Segmenter on ``backend`` (None: chosen by ``auto_backend``).
 
     ``precision`` picks among TensorRT engines of several precisions (None: the newest).
+    ``threads``: intra-op threads per ONNX Runtime session (None: ONNX Runtime's default).
     """
     if backend in (None, "auto"):
         backend, _ = auto_backend(model)
     device = check_device(backend, device)
     if backend == TORCH:
+        if threads is not None:
+            raise ConfigError(f"threads={threads}: PyTorch's thread count is per process "
+                              "(torch.set_num_threads), not per model")
         from icnseg.checkpoint import load_checkpoint
         from icnseg.eager import EagerModel
 
@@ -150,4 +155,4 @@ def load(model: str | os.PathLike = "default", backend: str | None = None,
     from icnseg.runtime.exported_model import ExportedModel
 
     return ExportedModel(resolve_export_dir(model), backend=backend, device=device,
-                         precision=precision)
+                         precision=precision, threads=threads)

@@ -44,8 +44,18 @@ def upsample_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = int(shape[0]), int(shape[1])
     if maps.shape[1:] == (h, w):
         return maps
+    # lo + (hi - lo) * weight per pass, in place on the gathered copies (the same float32
+    # operations in the same order as the CUDA kernel, without the temporaries)
     x0, x1, wx = bilinear_taps(maps.shape[2], w)
-    rows = maps[:, :, x0] + (maps[:, :, x1] - maps[:, :, x0]) * wx
+    rows = np.take(maps, x0, axis=2)
+    step = np.take(maps, x1, axis=2)
+    step -= rows
+    step *= wx
+    rows += step
     y0, y1, wy = bilinear_taps(maps.shape[1], h)
-    top, bottom = rows[:, y0, :], rows[:, y1, :]
-    return (top + (bottom - top) * wy[:, None]).astype(np.float32, copy=False)
+    out = np.take(rows, y0, axis=1)
+    step = np.take(rows, y1, axis=1)
+    step -= out
+    step *= wy[:, None]
+    out += step
+    return out

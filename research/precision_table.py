@@ -21,6 +21,7 @@ import numpy as np
 
 from icnseg.benchmarks.machine import machine_info
 from icnseg.benchmarks.timing import StageTimer
+from icnseg.cli.bounds import bounded
 from icnseg.compare import TOLERANCES, instance_agreement
 from icnseg.eval import ImageGroundTruth, ImagePrediction, evaluate
 from icnseg.fileio import write_text
@@ -29,12 +30,14 @@ K25, K50, K75 = "0.25", "0.5", "0.75"  # icnseg.eval's keys of mAP^r thresholds
 STAGES = ("prm", "icn", "binarise", "matcher", "nms", "postprocess")
 
 
-def run(data: Path, split: str, exports: dict[str, Path], log=print) -> dict:
-    """{"exports": {label: metrics + timings + agreement}, "images": n}."""
+def run(data: Path, split: str, exports: dict[str, Path], log=print,
+        threads: int | None = None) -> dict:
+    """{"exports": {label: metrics + timings + agreement}, "images": n}; ``threads``: intra-op
+    threads of every ONNX Runtime session (None: ONNX Runtime's default)."""
     from icnseg.data.voc import VocDataset
     from icnseg.runtime.exported_model import ExportedModel
 
-    models = {label: ExportedModel(path) for label, path in exports.items()}
+    models = {label: ExportedModel(path, threads=threads) for label, path in exports.items()}
     first = next(iter(models.values()))
     ds = VocDataset(data, split, classes=first.classes)
     cfg = first.segment_config()
@@ -84,6 +87,7 @@ def run(data: Path, split: str, exports: dict[str, Path], log=print) -> dict:
         }
         model.close()
     return {"images": len(ds), "split": split, "data": str(data), "exports": out,
+            "threads": threads,
             "machine": machine_info(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -99,7 +103,9 @@ def to_markdown(res: dict) -> str:
     lines = ["# Precision: fp32 / fp16 / int8 exports on ONNX Runtime (CPU)", "",
              f"Machine: {mach.get('cpu')} ({mach.get('cores')} cores), no GPU. "
              f"{res['images']} fresh synthetic images ({res['data']}, split {res['split']}); "
-             "each image prepared once (built-in proposals), then run through every export.",
+             "each image prepared once (built-in proposals), then run through every export; "
+             f"threads per session: {res.get('threads') or 'ONNX Runtime default'}, load "
+             f"average at start {mach.get('loadavg')}.",
              "", "| export | graphs | mAP^r@0.25 | mAP^r@0.5 | mAP^r@0.75 | ABO | peaks = fp32 |"
              " instances agree | prm ms | icn ms | e2e ms (infer+select) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -129,9 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", action="append", required=True, metavar="LABEL=DIR",
                    help="repeatable; the first is the reference (FP32)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--threads", type=bounded("threads"), default=None,
+                   help="intra-op threads per ONNX Runtime session (default: ORT's)")
     args = p.parse_args(argv)
     exports = dict(e.split("=", 1) for e in args.export)
-    res = run(args.data, args.split, {k: Path(v) for k, v in exports.items()})
+    res = run(args.data, args.split, {k: Path(v) for k, v in exports.items()},
+              threads=args.threads)
     write_text(args.out / "precision_cpu.json", json.dumps(res, indent=2) + "\n")
     write_text(args.out / "precision_cpu.md", to_markdown(res))
     print(to_markdown(res))

@@ -43,13 +43,15 @@ class ExportedModel(SegmenterBase):
     """An export directory loaded for inference (``icnseg.load(EXPORT_DIR)``)."""
 
     def __init__(self, export_dir: str | os.PathLike, backend: str = ONNXRUNTIME,
-                 device: str | None = None, precision: str | None = None) -> None:
+                 device: str | None = None, precision: str | None = None,
+                 threads: int | None = None) -> None:
         """Read and verify the manifest (sha256 of every ONNX file), then load the graphs.
 
         ``backend="tensorrt"`` loads the engines ``icnseg build-engine`` put in
         ``<export_dir>/engines`` for this GPU and TensorRT. The precision is the export's
         (its graphs are typed: ``icnseg export --precision``) and every backend runs it as
-        written; ``precision`` may only name it again (ConfigError otherwise).
+        written; ``precision`` may only name it again (ConfigError otherwise). ``threads``:
+        intra-op threads of each ONNX Runtime session (None: ONNX Runtime's default).
         """
         self.path = Path(export_dir)
         self.device = check_device(backend, device)
@@ -75,11 +77,16 @@ class ExportedModel(SegmenterBase):
         # TensorRT: the engines built from these graphs (their precision); ONNX Runtime runs
         # the typed graphs as they are (no provider precision switch).
         graph_precision = self.precision if backend == TENSORRT else None
+        if threads is not None and backend != ONNXRUNTIME:
+            raise ConfigError(f"threads={threads}: only ONNX Runtime sessions take a thread "
+                              f"count (backend {backend})")
+        self.threads = threads
         self.prm: Backend = load_backend(backend, files["prm"], self.device,
-                                         precision=graph_precision)
+                                         precision=graph_precision, threads=threads)
         try:
             self.icn: Backend | None = (
-                load_backend(backend, files["icn"], self.device, precision=graph_precision)
+                load_backend(backend, files["icn"], self.device, precision=graph_precision,
+                             threads=threads)
                 if "icn" in files else None
             )
         except BaseException:

@@ -107,10 +107,11 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu",
-             precision: str | None = None) -> OnnxRuntimeBackend:
+             precision: str | None = None, threads: int | None = None) -> OnnxRuntimeBackend:
         """Create a session for ``path`` on ``device`` (cpu | cuda | tensorrt).
 
-        ``precision="fp16"`` applies to the TensorRT EP (device tensorrt) only.
+        ``precision="fp16"`` applies to the TensorRT EP (device tensorrt) only. ``threads``
+        fixes the session's intra-op threads (None: ONNX Runtime's default, one per core).
         """
         if precision not in (None, "fp32", "fp16"):
             raise ConfigError(f"precision {precision!r}: the onnxruntime backend runs fp32, "
@@ -123,6 +124,10 @@ class OnnxRuntimeBackend(Backend):
             providers[0] = (providers[0], trt_provider_options(Path(path), precision))
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if threads is not None:
+            if threads < 1:
+                raise ConfigError(f"threads must be >= 1, got {threads}")
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         try:
             session = create_session(ort, str(path), opts, providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types

@@ -44,7 +44,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       images=tuple(args.images or ()), streams=args.streams,
                       cold=args.cold, micro=args.micro,
                       export=tuple(args.export) if args.export else None,
-                      budget_frames=args.budget_frames)
+                      budget_frames=args.budget_frames, threads=args.threads)
     result = run_bench(cfg, log=lambda m: print(m, file=sys.stderr))
     print(render_markdown(result))
     if args.json:
@@ -87,6 +87,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "checked against the fp32 one with the precision's tolerance")
     add_bounded(p, "--budget-frames", "frames per video (96/224/448 px) of the per-frame "
                 "budget table (0: skip; default: 10)", default=10, metavar="N")
+    add_bounded(p, "--threads", "intra-op threads of every ONNX Runtime session and of "
+                "PyTorch (default: each library's own, one per core)", default=None)
     p.add_argument("--json", default=None, help="write the result here (+ .md next to it)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="PNG of per-stage latency per backend (needs the 'plot' extra)")

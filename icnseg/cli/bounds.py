@@ -65,6 +65,7 @@ BOUNDS: dict[str, Bound] = {
     "warmup": Bound(int, 0, 1_000),
     "streams": Bound(int, 0, 16),
     "budget_frames": Bound(int, 0, 1_000),
+    "threads": Bound(int, 1, 256),
     # run --ray (its --batch-size shares the train bound)
     "gpus_per_worker": Bound(float, 0.0, 64.0),
     "cpus_per_worker": Bound(float, 0.0, 256.0, lo_open=True),

@@ -91,3 +91,15 @@ def test_bench_config_takes_one_or_several_exports():
     assert BenchConfig(backends=("onnxruntime",), export=("a", "b")).export == ("a", "b")
     with pytest.raises(Exception, match="nothing to benchmark"):
         BenchConfig(backends=())
+
+
+def test_bench_threads_bound_and_check(capsys):
+    from icnseg.cli.main import main
+
+    assert BenchConfig(backends=("onnxruntime",), threads=1).threads == 1
+    with pytest.raises(Exception, match="--threads must be >= 1"):
+        BenchConfig(backends=("onnxruntime",), threads=0)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "default", "--threads", "0"])
+    assert exit_info.value.code == 2
+    assert "--threads: 0 is outside [1, 256]" in capsys.readouterr().err

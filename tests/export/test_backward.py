@@ -87,11 +87,12 @@ class TieNet(nn.Module):
         return self.head(self.pool2(self.pool(F.relu(x))))
 
 
+@pytest.mark.parametrize("size", [(17, 18), (16, 20)])  # (16, 20): 2x2 pools tile it
 @pytest.mark.parametrize("kernel,stride,pad", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 3, 0)])
-def test_maxpool_ties_route_to_first_max(kernel, stride, pad, ort_session, random_seeds):
+def test_maxpool_ties_route_to_first_max(kernel, stride, pad, size, ort_session, random_seeds):
     torch.manual_seed(0)
     net = TieNet(kernel, stride, pad).eval()
-    x = torch.randint(-2, 3, (1, 3, 17, 18)).float()  # many equal maxima per window
+    x = torch.randint(-2, 3, (1, 3, *size)).float()  # many equal maxima per window
     seeds = random_seeds(tuple(net(x).shape), 6, np.random.default_rng(0))
     _, grad, _ = export_and_run(net, x, seeds, "gradient", ort_session)
     np.testing.assert_allclose(grad, autograd_per_peak(net, x, seeds, "gradient"), atol=1e-6)
@@ -134,3 +135,33 @@ def test_tiny_backbone_both_rules(ort_session, random_seeds, randomise_bn):
     for rule in ("gradient", "prm"):
         _, grad, _ = export_and_run(net, x, seeds, rule, ort_session)
         assert rel_err(grad, autograd_per_peak(net, x, seeds, rule)) <= TOL
+
+
+class AdjointNet(nn.Module):
+    """A 3-channel stem, a tiling 2x2 pool, an 8-channel conv and a dilated head (BN between)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.body = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 3, padding=2, dilation=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.bn(self.stem(x))), 2)
+        return self.head(F.relu(self.body(x)))
+
+
+@pytest.mark.parametrize("rule", ["gradient", "prm"])
+def test_adjoint_forms(rule, ort_session, random_seeds, randomise_bn):
+    """Stride-1 convs with >= 8 input channels go back as flipped Convs, the tiling pool as a
+    spread; only the 3-channel stem keeps a ConvTranspose; gradients still equal autograd."""
+    torch.manual_seed(3)
+    net = randomise_bn(AdjointNet())
+    x = torch.randn(1, 3, 20, 24)
+    seeds = random_seeds(tuple(net(x).shape), 5, np.random.default_rng(7))
+    _, grad, model = export_and_run(net, x, seeds, rule, ort_session)
+    assert rel_err(grad, autograd_per_peak(net, x, seeds, rule)) <= TOL
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("ConvTranspose") == 1
+    assert ops.count("Resize") == 1

@@ -103,3 +103,23 @@ def test_notorch_runtime_segments(peaky_export, synth_dir, tmp_path):
     assert n > 0 and res.stdout.strip().endswith("rc 0")
     [record] = [p for p in (tmp_path / "o").glob("*.json") if p.name != "run.json"]
     assert len(json.loads(record.read_text())["instances"]) == n
+
+
+def test_threads_reach_every_session(peaky_export):
+    from icnseg.loader import load
+
+    with load(peaky_export, backend="onnxruntime", threads=1) as model:
+        for backend in model.graph_backends():
+            opts = backend.session.get_session_options()
+            assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (1, 1)
+    with load(peaky_export, backend="onnxruntime") as model:  # ORT's default: left alone
+        assert model.prm.session.get_session_options().intra_op_num_threads == 0
+
+
+def test_bad_threads_are_refused(peaky_export, peaky_checkpoint):
+    from icnseg.loader import load
+
+    with pytest.raises(ConfigError, match="threads must be >= 1"):
+        load(peaky_export, backend="onnxruntime", threads=0)
+    with pytest.raises(ConfigError, match="per process"):
+        load(peaky_checkpoint, backend="torch", threads=1)
