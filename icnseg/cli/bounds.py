@@ -95,6 +95,7 @@ BOUNDS: dict[str, Bound] = {
     "rough_cues": Bound(float, 0.0, 1.0),
     "pseudo_passes": Bound(int, 1, 50),
     "default_iterations": Bound(int, 1, 50),
+    "default_score_threshold": Bound(float, 0.0, 1.0),
     "pseudo_blur": Bound(float, 0.0, 100.0),
     "pseudo_blob_threshold": Bound(float, 0.0, 1.0),
     "peak_relative": Bound(float, 0.0, 1.0),

@@ -45,6 +45,9 @@ class Stage2Config:
     iterations: int = 3  # T, ICN passes at test time (paper: 3); fed-back inputs take 1..T-1
     # A T measured better for this ICN than the one it trained for (ablation, Table 4).
     default_iterations: int | None = None  # T saved as the model's default (None: iterations)
+    # Class-presence threshold (PeakConfig.score_threshold) saved as the model's test-time
+    # default; the targets are built with the stage-1 checkpoint's, so the weights are the same.
+    default_score_threshold: float | None = None  # saved class threshold (None: stage 1's)
     # Share of training inputs replaced by the ICN's own output on that PRM (1 to T-1 passes,
     # no gradient), so the test-time loop of T passes sees inputs like those it trained on.
     feedback: float = 0.0  # share of inputs replaced by the ICN's own fed-back output (0..1)
@@ -248,6 +251,9 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
                    pseudo_passes=cfg.pseudo_passes)
     if cfg.default_iterations is not None:
         check_positive(default_iterations=cfg.default_iterations)
+    if cfg.default_score_threshold is not None and not 0 <= cfg.default_score_threshold <= 1:
+        raise ConfigError("--default-score-threshold must be in [0, 1] (got "
+                          f"{cfg.default_score_threshold})")
     check_label_source(cfg.labels, cfg.saliency_dir)
     seed_everything(cfg.seed)
     model = EagerModel.from_checkpoint(load_checkpoint(cfg.stage1))
@@ -265,8 +271,10 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
     if cfg.init:
         icn.load_state_dict(_icn_state(cfg.init))
     optim = torch.optim.Adam(icn.parameters(), lr=cfg.lr)
-    config = dict(model.config, icn_encoder=cfg.icn_encoder, stage2=asdict(cfg),
-                  peaks=peak_settings(cfg, model.config),
+    peaks = peak_settings(cfg, model.config)
+    if cfg.default_score_threshold is not None:
+        peaks["score_threshold"] = cfg.default_score_threshold
+    config = dict(model.config, icn_encoder=cfg.icn_encoder, stage2=asdict(cfg), peaks=peaks,
                   segment=dict(model.config.get("segment", {}),
                                iterations=cfg.iterations if cfg.default_iterations is None
                                else cfg.default_iterations))

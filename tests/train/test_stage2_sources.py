@@ -197,18 +197,26 @@ def test_a_second_round_needs_proposal_labels_and_an_icn(tiny_checkpoint, synth_
         train_stage2(cfg, log=lambda m: None)
 
 
-def test_default_iterations_changes_only_the_recorded_t(tiny_checkpoint, synth_dir, tmp_path):
+def test_default_t_and_threshold_change_only_the_recorded_settings(tiny_checkpoint, synth_dir,
+                                                                   tmp_path):
     common = dict(labels="saliency", saliency_dir=str(synth_dir), iterations=3, feedback=0.5,
                   feedback_after=0)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     train_stage2(_cfg(tmp_path / "a", synth_dir, tiny_checkpoint, **common), log=lambda m: None)
     train_stage2(_cfg(tmp_path / "b", synth_dir, tiny_checkpoint, default_iterations=1,
-                      **common), log=lambda m: None)
+                      default_score_threshold=0.1, **common), log=lambda m: None)
     a = load_checkpoint(tmp_path / "a" / "s2.safetensors")
     b = load_checkpoint(tmp_path / "b" / "s2.safetensors")
     assert a.config["segment"]["iterations"] == 3 and b.config["segment"]["iterations"] == 1
+    stage1_peaks = load_checkpoint(tiny_checkpoint).config["peaks"]
+    assert a.config["peaks"].get("score_threshold") == stage1_peaks.get("score_threshold")
+    assert b.config["peaks"]["score_threshold"] == 0.1
+    assert EagerModel.from_checkpoint(b).segment_config().peaks.score_threshold == 0.1
     assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)  # same training
     with pytest.raises(ConfigError, match="--default-iterations must be > 0"):
         train_stage2(_cfg(tmp_path / "b", synth_dir, tiny_checkpoint, default_iterations=0,
                           **common), log=lambda m: None)
+    with pytest.raises(ConfigError, match=r"--default-score-threshold must be in \[0, 1\]"):
+        train_stage2(_cfg(tmp_path / "b", synth_dir, tiny_checkpoint,
+                          default_score_threshold=1.5, **common), log=lambda m: None)
