@@ -33,10 +33,9 @@ def _best_iou(label: np.ndarray, gt: np.ndarray, gt_classes: np.ndarray, cls: in
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry."""
-    import torch
 
     from icnseg.checkpoint import load_checkpoint
-    from icnseg.data.transforms import normalize, resize
+    from icnseg.data.transforms import resize
     from icnseg.data.voc import VocDataset
     from icnseg.eager import EagerModel
     from icnseg.matching import MatchConfig
@@ -44,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from icnseg.postprocess import proposals_for
     from icnseg.settings import SegmentConfig
     from icnseg.train.pseudo_labels import naive_prms, proposal_targets
+    from icnseg.train.stage2 import first_icn_maps
     from icnseg.upsample import upsample_maps
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -78,10 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         up = upsample_maps(prm, full.shape)
         maps = {"naive": (prm, up)}
         if icn is not None:
-            x = torch.from_numpy(normalize(image, model.mean, model.std))[None]
-            with torch.no_grad():
-                v = icn(x.expand(len(peaks), -1, -1, -1), torch.from_numpy(prm)[:, None])
-            v = v[:, 0].numpy()
+            v = first_icn_maps(icn, model, image, prm, passes=1)
             maps["icn round 2"] = (v, upsample_maps(v, full.shape))
         gt = s.instance_masks
         for src, (at_input, at_image) in maps.items():

@@ -122,11 +122,12 @@ def _first_icn(cfg: Stage2Config):
                           f"proposals (got --labels {cfg.labels})")
     from icnseg.eager import EagerModel
 
-    _icn_state(cfg.pseudo_icn, "--pseudo-icn")
-    return EagerModel.from_checkpoint(load_checkpoint(cfg.pseudo_icn)).icn.eval()
+    ckpt = load_checkpoint(cfg.pseudo_icn)
+    _icn_state(ckpt, cfg.pseudo_icn, "--pseudo-icn")  # one line, before any model is built
+    return EagerModel.from_checkpoint(ckpt).icn.eval()
 
 
-def _first_maps(icn, model, image: np.ndarray, prm: np.ndarray, passes: int) -> np.ndarray:
+def first_icn_maps(icn, model, image: np.ndarray, prm: np.ndarray, passes: int) -> np.ndarray:
     """``passes`` ICN passes over the naive PRMs [K,H,W] of ``image`` (uint8 at the input)."""
     import torch
 
@@ -179,8 +180,8 @@ def build_targets(
             labels = [masks[j] if j >= 0 else None for j in pairs]
         else:
             props = _proposals_for(cfg, s.id, s.image)
-            cue = prm if first is None else _first_maps(first, model, image, prm,
-                                                          cfg.pseudo_passes)
+            cue = prm if first is None else first_icn_maps(first, model, image, prm,
+                                                             cfg.pseudo_passes)
             labels = _pseudo_labels(cfg, match_cfg, cue, props, (h, w))
         for p, r, m in zip(peaks, prm, labels, strict=True):
             if m is not None and m.any():
@@ -228,9 +229,9 @@ def _fed_back(icn, x, r, rng: np.random.Generator, share: float, iterations: int
     return r
 
 
-def _icn_state(path: str, flag: str = "--init") -> dict:
-    """The ICN weights of the icnseg checkpoint given to ``flag``."""
-    icn = load_checkpoint(path).sub_state("icn")
+def _icn_state(ckpt, path: str, flag: str) -> dict:
+    """The ICN weights of ``ckpt``, the icnseg checkpoint ``path`` given to ``flag``."""
+    icn = ckpt.sub_state("icn")
     if not icn:
         raise ConfigError(f"{path}: {flag} needs a checkpoint with an ICN (a stage-2 one)")
     return icn
@@ -269,7 +270,7 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
         raise ConfigError(f"{root}: no training targets (no peaks or empty pseudo labels)")
     icn = ICN(encoder=cfg.icn_encoder)
     if cfg.init:
-        icn.load_state_dict(_icn_state(cfg.init))
+        icn.load_state_dict(_icn_state(load_checkpoint(cfg.init), cfg.init, "--init"))
     optim = torch.optim.Adam(icn.parameters(), lr=cfg.lr)
     peaks = peak_settings(cfg, model.config)
     if cfg.default_score_threshold is not None:
