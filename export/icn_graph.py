@@ -25,11 +25,13 @@ ICN_OUTPUTS = ("map",)
 
 
 class _Unrolled(nn.Module):
-    """``unroll`` ICN passes with the image expanded to the K instances once."""
+    """``unroll`` ICN passes with the image expanded to the K instances once; ``factored``:
+    the mapping's d5 half at stride 16 (its matrices are fixed by H, W, so not for a graph
+    whose size is dynamic)."""
 
-    def __init__(self, icn: nn.Module, unroll: int) -> None:
+    def __init__(self, icn: nn.Module, unroll: int, factored: bool) -> None:
         super().__init__()
-        self.icn, self.unroll = icn, unroll
+        self.icn, self.unroll, self.factored = icn, unroll, factored
 
     def forward(self, image: torch.Tensor, prm: torch.Tensor) -> torch.Tensor:
         # Explicit positive sizes: Expand on a Shape-derived vector, no -1 handling ops.
@@ -37,7 +39,7 @@ class _Unrolled(nn.Module):
         image = image.expand(k, 3, h, w)
         out = prm
         for _ in range(self.unroll):
-            out = self.icn(image, out)
+            out = self.icn(image, out, self.factored)
         return out
 
 
@@ -69,7 +71,7 @@ def build_icn_onnx(
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarnings about the ICN's shape checks
             torch.onnx.export(
-                _Unrolled(icn, unroll),
+                _Unrolled(icn, unroll, factored=not dynamic_size),
                 sample,
                 buf,
                 dynamo=False,

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 
 from icnseg.errors import ConfigError, InputError
-from icnseg.nms import mask_iou, mask_nms
+from icnseg.jit import jit
+from icnseg.nms import mask_iou, mask_nms, pixel_counts
 from icnseg.proposals.types import Proposals
 
 __all__ = [
@@ -127,21 +128,25 @@ def _sums(maps: np.ndarray, props: Proposals) -> np.ndarray:
 
 
 def _bool_superpixel_counts(flat: np.ndarray, sp: np.ndarray, s: int) -> np.ndarray:
-    """Pixels of each bool map [T, HW] in each superpixel, float64 [T, S].
+    """Pixels of each bool map [T, HW] in each superpixel, float64 [T, S] (one compiled pass)."""
+    return _count_in_superpixels(np.ascontiguousarray(flat).view(np.uint8),
+                                 np.ascontiguousarray(sp, dtype=np.int64), s)
 
-    Counts only the sparser side of every map: a mostly-true map (a background template) is
-    counted through its complement, count = superpixel size - complement count.
-    """
-    sizes = None
-    counts = np.empty((flat.shape[0], s))
-    for row, m in enumerate(flat):
-        idx = np.flatnonzero(m)
-        if 2 * len(idx) > len(m):
-            sizes = np.bincount(sp, minlength=s) if sizes is None else sizes
-            counts[row] = sizes - np.bincount(sp[np.flatnonzero(~m)], minlength=s)
-        else:
-            counts[row] = np.bincount(sp[idx], minlength=s)
-    return counts
+
+@jit
+def _count_in_superpixels(flat, sp, s):  # pragma: no cover - compiled
+    # superpixels come in runs along a row: add up a run, then store it once
+    counts = np.zeros((flat.shape[0], s), np.int64)
+    for t in range(flat.shape[0]):
+        row, out = flat[t], counts[t]
+        label, run = sp[0], 0
+        for i in range(len(sp)):
+            if sp[i] != label:
+                out[label] += run
+                label, run = sp[i], 0
+            run += row[i]
+        out[label] += run
+    return counts.astype(np.float64)
 
 
 def _dense_sums(flat: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -209,7 +214,8 @@ def match_scores(V: np.ndarray, proposals: Proposals | np.ndarray,
     # "icn" (default): every term is a fraction in [0, 1], so alpha/beta/gamma are scale-free,
     # and the background term is subtracted because the text says it suppresses background
     # (the printed "+" would reward proposals that spill into it).
-    edge_total = edge.sum(axis=(1, 2)).astype(np.float64)[:, None]
+    edge_total = (pixel_counts(edge) if edge.dtype == bool
+                  else edge.sum(axis=(1, 2))).astype(np.float64)[:, None]
     return (cfg.alpha * _ratio(vp, area) + cfg.beta * _ratio(ep, edge_total)
             - cfg.gamma * _ratio(bp, area))
 

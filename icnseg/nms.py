@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from icnseg.errors import InputError
+from icnseg.jit import jit
 from icnseg.proposals.types import pack_masks
 
 _CHUNK_BYTES = 1 << 25  # float32 working set per matrix-product block
@@ -17,6 +18,24 @@ def _flat(masks: np.ndarray, name: str) -> np.ndarray:
     if masks.ndim != 3:
         raise InputError(f"{name} must be masks [N, H, W], got shape {masks.shape}")
     return masks.reshape(masks.shape[0], masks.shape[1] * masks.shape[2]).astype(bool, copy=False)
+
+
+def pixel_counts(masks: np.ndarray) -> np.ndarray:
+    """True pixels of each mask of bool [N, ...], int64 [N] (numpy's bool sum casts first)."""
+    masks = np.ascontiguousarray(masks, dtype=bool)
+    rows = masks.reshape(masks.shape[0], int(np.prod(masks.shape[1:], dtype=np.int64)))
+    return _row_sums(rows.view(np.uint8))
+
+
+@jit
+def _row_sums(rows):  # pragma: no cover - compiled
+    out = np.zeros(rows.shape[0], np.int64)
+    for i in range(rows.shape[0]):
+        total = 0
+        for v in rows[i]:
+            total += v
+        out[i] = total
+    return out
 
 
 def mask_intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -64,8 +83,8 @@ def mask_iou(a: np.ndarray, b: np.ndarray, ignore: np.ndarray | None = None) -> 
         valid = ~np.asarray(ignore, bool)
         a, b = np.asarray(a, bool) & valid, np.asarray(b, bool) & valid
     inter = mask_intersections(a, b)
-    area_a = _flat(a, "a").sum(axis=1, dtype=np.int64).astype(np.float64)
-    area_b = _flat(b, "b").sum(axis=1, dtype=np.int64).astype(np.float64)
+    area_a = pixel_counts(_flat(a, "a")).astype(np.float64)
+    area_b = pixel_counts(_flat(b, "b")).astype(np.float64)
     return _iou(inter, area_a, area_b)
 
 
@@ -95,7 +114,7 @@ def mask_nms(masks: np.ndarray, scores: np.ndarray, classes: np.ndarray | None =
         return np.zeros(0, dtype=np.int64)
     order = np.lexsort((np.arange(m), -scores))
     inter = mask_intersections(masks, masks)
-    area = flat.sum(axis=1, dtype=np.int64).astype(np.float64)
+    area = np.diag(inter).copy()  # a mask's intersection with itself
     iou = _iou(inter, area, area)
     same = classes[:, None] == classes[None, :]
     identical = (inter == area[:, None]) & (inter == area[None, :])

@@ -17,7 +17,7 @@ from icnseg.matching import background_template, best_proposals, contour, mask_n
 from icnseg.proposals.types import Proposals
 from icnseg.segmenter import Clock, Stages, no_clock
 from icnseg.settings import SegmentConfig
-from icnseg.upsample import match_shape, upsample_maps
+from icnseg.upsample import match_shape, upsample_maps, upsampled_at_least
 
 
 def instance_score(confidence: np.ndarray, quality: np.ndarray) -> np.ndarray:
@@ -45,8 +45,8 @@ def binary_maps(stages: Stages, cfg: SegmentConfig, shape: tuple[int, int] | Non
     (None: the model input size) and binarised there, bool [K, H, W]."""
     shape = shape or stages.image.shape[:2]
     if stages.enhanced is not None:
-        return upsample_maps(stages.enhanced, shape) >= cfg.threshold
-    return upsample_maps(minmax(stages.prm), shape) >= cfg.naive_threshold
+        return upsampled_at_least(stages.enhanced, shape, cfg.threshold)
+    return upsampled_at_least(minmax(stages.prm), shape, cfg.naive_threshold)
 
 
 def crm_background(stages: Stages, shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from icnseg.errors import ConfigError
+from icnseg.jit import jit
 
 
 def match_shape(shape: tuple[int, int], max_side: int | None) -> tuple[int, int]:
@@ -58,4 +59,36 @@ def upsample_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     step -= out
     step *= wy[:, None]
     out += step
+    return out
+
+
+def upsampled_at_least(maps: np.ndarray, shape: tuple[int, int], threshold: float) -> np.ndarray:
+    """``upsample_maps(maps, shape) >= threshold`` as bool [K, H, W], in one compiled pass
+    that never holds the float maps (the threshold compared in float32, as numpy does)."""
+    maps = np.ascontiguousarray(maps, dtype=np.float32)
+    h, w = int(shape[0]), int(shape[1])
+    t = np.float32(threshold)
+    if maps.shape[1:] == (h, w):
+        return maps >= t
+    x0, x1, wx = bilinear_taps(maps.shape[2], w)
+    y0, y1, wy = bilinear_taps(maps.shape[1], h)
+    return _upsampled_at_least(maps, x0, x1, wx, y0, y1, wy, t)
+
+
+@jit
+def _upsampled_at_least(maps, x0, x1, wx, y0, y1, wy, t):  # pragma: no cover - compiled
+    # the float32 operations of upsample_maps in its order (rows, then columns), no FMA
+    n, h_in = maps.shape[0], maps.shape[1]
+    h, w = len(y0), len(x0)
+    out = np.empty((n, h, w), np.bool_)
+    rows = np.empty((h_in, w), np.float32)
+    for k in range(n):
+        for r in range(h_in):
+            for x in range(w):
+                a = maps[k, r, x0[x]]
+                rows[r, x] = a + (maps[k, r, x1[x]] - a) * wx[x]
+        for y in range(h):
+            top, bottom, f = rows[y0[y]], rows[y1[y]], wy[y]
+            for x in range(w):
+                out[k, y, x] = top[x] + (bottom[x] - top[x]) * f >= t
     return out

@@ -13,6 +13,8 @@ H and W must be divisible by 16 (four 2x2 max-pools between the five encoder sta
   bring the larger map DOWN (D = 2x2 max-pool) so each fusion runs at the deeper level's
   resolution and the DFM ends at stride 16.
 * Mapping: C(c1, U16(d5)) -> 3x3 conv+ReLU -> 3x3 conv+ReLU -> 1x1 conv -> logits [K,1,H,W].
+  The first conv's d5 half is computed at stride 16 (``conv_of_upsampled``): the same sums
+  without the full-resolution d5 (80 % of that conv's work, and the biggest Resize/Concat).
 E = two 3x3 conv+ReLU. Ops: Conv, Relu, MaxPool, Resize (bilinear, align_corners=False),
 Concat, Sigmoid (+ ReduceMin/ReduceMax/Sub/Div for the min-max normalisation).
 """
@@ -25,6 +27,7 @@ from torch import nn
 
 from icnseg.errors import ConfigError
 from icnseg.models.backbones import vgg_layers
+from icnseg.upsample import bilinear_taps
 
 ENCODERS = ("vgg16", "tiny")
 SIZE_DIVISOR = 16
@@ -85,6 +88,35 @@ def _fusions(levels: tuple[int, ...], c_first: int, enc: tuple[int, ...],
     return nn.ModuleList(mods)
 
 
+def _shifted_taps(n_in: int, n_out: int) -> torch.Tensor:
+    """Bilinear upsampling matrices [3, n_out, n_in] with rows shifted by -1, 0, +1 (rows
+    that fall outside the output are zero: a 3x3 convolution's zero padding)."""
+    n_in, n_out = int(n_in), int(n_out)  # sizes are tensors while tracing (a fixed-size graph)
+    lo, hi, wt = bilinear_taps(n_in, n_out)
+    a = torch.zeros(n_out + 2, n_in)  # one zero row of padding on each side
+    rows = torch.arange(1, n_out + 1)
+    a[rows, torch.from_numpy(lo)] += 1 - torch.from_numpy(wt)
+    a[rows, torch.from_numpy(hi)] += torch.from_numpy(wt)
+    return torch.stack([a[s:s + n_out] for s in range(3)])
+
+
+def conv_of_upsampled(d: torch.Tensor, weight: torch.Tensor, size: tuple[int, int]
+                      ) -> torch.Tensor:
+    """``conv2d(U(d), weight, padding=1)`` for U = bilinear resize to ``size``, computed at
+    d's resolution: U is linear (U(d) = A_y d A_x^T), so each 3x3 tap's channel mix runs on
+    d and only O maps (not C) are upsampled, by the tap-shifted A_y and A_x."""
+    o, c = int(weight.shape[0]), int(weight.shape[1])
+    k, h, w = d.shape[0], int(d.shape[2]), int(d.shape[3])  # K stays dynamic in a graph
+    ay = _shifted_taps(h, size[0]).to(d)  # [3 (tap row i), H, h]
+    ax = _shifted_taps(w, size[1]).to(d)  # [3 (tap column j), W, w]
+    # e[k, o, i, j] = sum_c weight[o, c, i, j] d[k, c]: a 1x1 conv with O*9 outputs
+    e = F.conv2d(d, weight.permute(0, 2, 3, 1).reshape(o * 9, c, 1, 1))
+    e = e.reshape(k, o, 3, 3, h, w).permute(0, 1, 2, 4, 3, 5).reshape(k, o, 3, h, 3 * w)
+    g = e @ ax.permute(0, 2, 1).reshape(3 * w, size[1])  # sum over j and d's columns
+    by = ay.permute(1, 0, 2).reshape(size[0], 3 * h)  # sum over i and d's rows
+    return by @ g.reshape(k, o, 3 * h, size[1])
+
+
 class ICN(nn.Module):
     """PRM enhancer: image + min-max-normalised PRM -> instance map [K,1,H,W]."""
 
@@ -107,8 +139,10 @@ class ICN(nn.Module):
             nn.Conv2d(width[0], 1, 1),
         )
 
-    def logits(self, image: torch.Tensor, prm: torch.Tensor) -> torch.Tensor:
-        """Return pre-sigmoid maps [K,1,H,W] for image [K or 1,3,H,W] and raw PRM [K,1,H,W]."""
+    def logits(self, image: torch.Tensor, prm: torch.Tensor, factored: bool = True
+               ) -> torch.Tensor:
+        """Return pre-sigmoid maps [K,1,H,W] for image [K or 1,3,H,W] and raw PRM [K,1,H,W];
+        ``factored=False`` upsamples d5 first (an ONNX graph whose H, W are not fixed)."""
         if prm.ndim == 3:
             prm = prm.unsqueeze(1)
         if image.ndim != 4 or image.shape[1] != 3 or prm.ndim != 4 or prm.shape[1] != 1:
@@ -135,12 +169,19 @@ class ICN(nn.Module):
         d = f[0]
         for fuse, i in zip(self.dfm, (1, 2, 3, 4), strict=True):
             d = fuse(torch.cat([F.max_pool2d(d, 2, 2), f[i]], dim=1))
-        d = F.interpolate(d, scale_factor=SIZE_DIVISOR, mode="bilinear", align_corners=False)
-        return self.mapping(torch.cat([c, d], dim=1))
+        if not factored:
+            d = F.interpolate(d, scale_factor=SIZE_DIVISOR, mode="bilinear",
+                              align_corners=False)
+            return self.mapping(torch.cat([c, d], dim=1))
+        first, cc = self.mapping[0], int(c.shape[1])
+        x = F.conv2d(c, first.weight[:, :cc], first.bias, padding=1)
+        x = x + conv_of_upsampled(d, first.weight[:, cc:], (int(h), int(w)))
+        return self.mapping[1:](x)
 
-    def forward(self, image: torch.Tensor, prm: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, prm: torch.Tensor, factored: bool = True
+                ) -> torch.Tensor:
         """Return enhanced maps sigmoid(logits) in [0,1], [K,1,H,W]."""
-        return torch.sigmoid(self.logits(image, prm))
+        return torch.sigmoid(self.logits(image, prm, factored))
 
 
 def enhance(

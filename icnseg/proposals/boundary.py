@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from icnseg.proposals.jit import jit
+from icnseg.jit import jit
 
 
 @jit

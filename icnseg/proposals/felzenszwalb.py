@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from icnseg.errors import InputError
-from icnseg.proposals.jit import jit
+from icnseg.jit import jit
 
 
 def felzenszwalb(image: np.ndarray, scale: float, sigma: float, min_size: int) -> np.ndarray:

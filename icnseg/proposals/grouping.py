@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icnseg.proposals.jit import jit
+from icnseg.jit import jit
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 
 from icnseg.errors import ConfigError
 from icnseg.settings import SegmentConfig
-from icnseg.upsample import match_shape, upsample_maps
+from icnseg.upsample import match_shape, upsample_maps, upsampled_at_least
 
 
 def loop_bilinear(m: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -56,3 +56,20 @@ def test_bad_caps_are_config_errors(bad):
 
 def test_the_cap_is_recorded():
     assert SegmentConfig(match_max_side=640).to_dict()["match_max_side"] == 640
+
+
+@pytest.mark.parametrize("src,dst", [((6, 6), (256, 256)), ((12, 9), (37, 5)), ((1, 1), (4, 3)),
+                                     ((8, 8), (8, 8)), ((24, 24), (96, 96))])
+@pytest.mark.parametrize("threshold", [0.5, 0.1, 0.25])
+def test_upsampled_at_least_is_the_upsampled_maps_thresholded(src, dst, threshold):
+    rng = np.random.default_rng(len(src) + dst[0] + int(threshold * 100))
+    maps = rng.random((4, *src)).astype(np.float32)
+    maps[:2] = np.round(maps[:2] * 8) / 8  # pixels exactly at the threshold after upsampling
+    got = upsampled_at_least(maps, dst, threshold)
+    assert got.dtype == bool and got.shape == (4, *dst)
+    np.testing.assert_array_equal(got, upsample_maps(maps, dst) >= threshold)
+    np.testing.assert_array_equal(upsampled_at_least(maps.astype(np.float64), dst, threshold), got)
+
+
+def test_upsampled_at_least_with_no_maps():
+    assert upsampled_at_least(np.zeros((0, 6, 6), np.float32), (32, 32), 0.5).shape == (0, 32, 32)

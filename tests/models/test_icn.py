@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from icnseg.errors import ConfigError
-from icnseg.models.icn import ICN, enhance
+from icnseg.models.icn import ICN, conv_of_upsampled, enhance
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +95,30 @@ def test_config_errors(icn):
         ICN("resnet50")
     with pytest.raises(ConfigError):
         enhance(icn, torch.randn(1, 3, 16, 16), torch.rand(1, 1, 16, 16), iterations=0)
+
+
+@pytest.mark.parametrize("size,d_size", [((96, 96), (6, 6)), ((64, 128), (4, 8)),
+                                         ((16, 32), (1, 2)), ((40, 24), (7, 3))])
+def test_conv_of_upsampled_equals_conv_after_interpolate(size, d_size):
+    """The stride-16 form of the mapping's first conv: the same values and gradients as
+    upsampling d with F.interpolate and convolving (zero padding) at full resolution."""
+    g = torch.Generator().manual_seed(sum(size))
+    d = torch.randn(3, 5, *d_size, generator=g, requires_grad=True)
+    weight = torch.randn(4, 5, 3, 3, generator=g, requires_grad=True)
+    got = conv_of_upsampled(d, weight, size)
+    up = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+    ref = F.conv2d(up, weight, padding=1)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    probe = torch.randn(ref.shape, generator=g)
+    got_grads = torch.autograd.grad((got * probe).sum(), (d, weight))
+    ref_grads = torch.autograd.grad((ref * probe).sum(), (d, weight))
+    for a, b in zip(got_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_factored_logits_equal_the_upsample_first_ones(icn):
+    image = torch.randn(1, 3, 48, 64)
+    prm = torch.rand(4, 1, 48, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(icn.logits(image, prm), icn.logits(image, prm, factored=False),
+                                   rtol=1e-5, atol=1e-6)

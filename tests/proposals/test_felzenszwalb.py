@@ -8,9 +8,9 @@ from skimage.segmentation import felzenszwalb as skimage_felzenszwalb
 
 from icnseg.data.synth import render_sample
 from icnseg.errors import InputError
+from icnseg.jit import jit
 from icnseg.proposals.boundary import boundary_pixels, move_to_closest
 from icnseg.proposals.felzenszwalb import _gaussian_weights, _segment, _smooth, felzenszwalb
-from icnseg.proposals.jit import jit
 
 
 def images() -> list[np.ndarray]:

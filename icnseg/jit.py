@@ -1,4 +1,4 @@
-"""The numba decorator of the proposal kernels (one place for how they are compiled)."""
+"""The numba decorator of the compiled kernels (one place for how they are compiled)."""
 
 from __future__ import annotations
 
