@@ -53,6 +53,9 @@ def build_icn_onnx(
     """Export ``icn`` to an ONNX model (image [1,3,H,W], prm [K,1,H,W] -> map [K,1,H,W])."""
     if unroll < 1:
         raise ExportError(f"unroll must be >= 1, got {unroll}")
+    if getattr(icn, "variant", "full") == "no_prm":
+        raise ExportError("this ICN is the ablation variant without an input PRM (icn_variant "
+                          "no_prm): it gives every instance the same map, so it has no icn.onnx")
     h, w = (int(v) for v in input_size)
     if h % 16 or w % 16:
         raise ExportError(f"ICN input size {h}x{w} must be divisible by 16")

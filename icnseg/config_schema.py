@@ -20,6 +20,7 @@ from icnseg.errors import CheckpointError, ConfigError
 
 BACKBONES = ("tiny", "vgg16", "resnet50")  # models.backbones.BACKBONES (no torch import here)
 ICN_ENCODERS = ("vgg16", "tiny")
+ICN_VARIANTS = ("full", "no_fusion", "no_prm")  # models.icn.VARIANTS (no torch import here)
 _FIX = {"fix": "retrain or re-save the checkpoint", "error": CheckpointError}
 
 
@@ -38,6 +39,9 @@ def validate_checkpoint_config(path: str | Path, cfg: Any) -> None:
     if cfg.get("icn_encoder") not in (None, *ICN_ENCODERS):
         raise bad_key(path, "icn_encoder", f"{json.dumps(cfg['icn_encoder'])} is not one of "
                       f"{', '.join(ICN_ENCODERS)}", **_FIX)
+    if cfg.get("icn_variant", "full") not in ICN_VARIANTS:
+        raise bad_key(path, "icn_variant", f"{json.dumps(cfg['icn_variant'])} is not one of "
+                      f"{', '.join(ICN_VARIANTS)}", **_FIX)
     size = cfg["input_size"]
     if (not isinstance(size, list | tuple) or len(size) != 2
             or not all(isinstance(s, int) and not isinstance(s, bool)

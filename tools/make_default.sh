@@ -15,21 +15,11 @@ common=(--data "$work/shapes" --backbone tiny --input-size 96 --batch-size 8 --l
 icnseg train stage1 "${common[@]}" --out "$work/stage1a.safetensors" --epochs 20 --lr-step 20
 icnseg train stage1 "${common[@]}" --out "$work/stage1.safetensors" --epochs 20 --lr-step 14 \
     --seed 1 --init "$work/stage1a.safetensors"
-# Stage 2: saliency labels from the class-agnostic masks of 400 images of other shapes (the
-# paper's external salient-instance set), with fed-back inputs for T = 3. Round 1: 2 epochs,
-# fed-back inputs from the second; round 2: 3 more from its weights, fed back throughout.
-# T = 1 is recorded: it measured best for this ICN (benchmarks/results/ablation.md); so is a
-# class-presence threshold of 0.1 (the classifier's 0.5 misses classes), chosen on seeds 7001/7002.
+# Stage 2 (tools/saliency_icn.sh): the ICN learns from the masks of 400 images of other shapes
+# in another look (the paper's external salient-instance set), never from a target mask.
 icnseg data synth --out "$work/others" --n 400 --seed 4242 --size 256 --style salient \
     --objects others --val-fraction 0 --force
-sal=(--data "$work/others" --stage1 "$work/stage1.safetensors" --icn-encoder tiny
-     --batch-size 8 --lr 1e-3 --labels saliency "$work/others" --peak-min-response 0
-     --peak-relative 0.2 --iterations 3 --feedback 0.5)
-icnseg train stage2 "${sal[@]}" --out "$work/round1.safetensors" --epochs 2 --lr-step 2 \
-    --feedback-after 1
-icnseg train stage2 "${sal[@]}" --out "$work/default.safetensors" --epochs 3 --lr-step 2 \
-    --feedback-after 0 --seed 1 --init "$work/round1.safetensors" --default-iterations 1 \
-    --default-score-threshold 0.1
+tools/saliency_icn.sh "$work" "$work/default.safetensors"
 cp "$work/default.safetensors" icnseg/assets/default.safetensors
 tools/export_default.sh
 # Sample images come from a seed no training run uses:

@@ -20,7 +20,7 @@ def build_icn(config: dict[str, Any]):
     from icnseg.models.icn import ICN
 
     enc = config.get("icn_encoder")
-    return None if enc is None else ICN(encoder=enc)
+    return None if enc is None else ICN(encoder=enc, variant=config.get("icn_variant", "full"))
 
 
 def load_strict(module, state: dict[str, Any], path: Path, what: str) -> None:

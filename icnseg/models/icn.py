@@ -15,8 +15,11 @@ H and W must be divisible by 16 (four 2x2 max-pools between the five encoder sta
 * Mapping: C(c1, U16(d5)) -> 3x3 conv+ReLU -> 3x3 conv+ReLU -> 1x1 conv -> logits [K,1,H,W].
   The first conv's d5 half is computed at stride 16 (``conv_of_upsampled``): the same sums
   without the full-resolution d5 (80 % of that conv's work, and the biggest Resize/Concat).
-E = two 3x3 conv+ReLU. Ops: Conv, Relu, MaxPool, Resize (bilinear, align_corners=False),
-Concat, Sigmoid (+ ReduceMin/ReduceMax/Sub/Div for the min-max normalisation).
+E = two 3x3 conv+ReLU. Table 1's ablations are ``variant``s: "no_fusion" (w/o CFM and DFM:
+the mapping reads U16(f5) alone) and "no_prm" (w/o input PRM: the encoder sees the image only,
+so every instance of an image gets the same map). Ops: Conv, Relu, MaxPool, Resize (bilinear,
+align_corners=False), Concat, MatMul, Sigmoid (+ ReduceMin/ReduceMax/Sub/Div for the min-max
+normalisation).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from icnseg.models.backbones import vgg_layers
 from icnseg.upsample import bilinear_taps
 
 ENCODERS = ("vgg16", "tiny")
+VARIANTS = ("full", "no_fusion", "no_prm")  # Table 1: full, w/o CFM and DFM, w/o input PRM
 SIZE_DIVISOR = 16
 MINMAX_EPS = 1e-12
 # Per encoder: encoder stage channels and fusion (CFM/DFM) widths per level 1..5.
@@ -60,12 +64,13 @@ def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
 class Encoder(nn.Module):
     """Five-stage VGG-style encoder on 4 input channels; returns [f1..f5]."""
 
-    def __init__(self, channels: tuple[int, ...], convs: tuple[int, ...]) -> None:
+    def __init__(self, channels: tuple[int, ...], convs: tuple[int, ...], in_channels: int = 4
+                 ) -> None:
         super().__init__()
         cfg: list = []
         for i, (c, n) in enumerate(zip(channels, convs, strict=True)):
             cfg += [c] * n + (["M"] if i < len(channels) - 1 else [])
-        self.features = vgg_layers(tuple(cfg), in_channels=4)
+        self.features = vgg_layers(tuple(cfg), in_channels=in_channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return the stage outputs taken just before each max-pool, plus the last stage."""
@@ -120,19 +125,22 @@ def conv_of_upsampled(d: torch.Tensor, weight: torch.Tensor, size: tuple[int, in
 class ICN(nn.Module):
     """PRM enhancer: image + min-max-normalised PRM -> instance map [K,1,H,W]."""
 
-    def __init__(self, encoder: str = "vgg16") -> None:
+    def __init__(self, encoder: str = "vgg16", variant: str = "full") -> None:
         super().__init__()
         if encoder not in _SPECS:
             raise ConfigError(f"unknown ICN encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown ICN variant {variant!r}; choose from {', '.join(VARIANTS)}")
         enc, width, convs = _SPECS[encoder]
-        self.encoder_name = encoder
-        self.encoder = Encoder(enc, convs)
+        self.encoder_name, self.variant = encoder, variant
+        self.encoder = Encoder(enc, convs, in_channels=3 if variant == "no_prm" else 4)
+        fused = variant != "no_fusion"
         # CFM level i (0-based 3..0): fuses U(c_{i+1}) with f_i.
-        self.cfm = _fusions((3, 2, 1, 0), enc[4], enc, width)
+        self.cfm = _fusions((3, 2, 1, 0), enc[4], enc, width) if fused else nn.ModuleList()
         # DFM level i (0-based 1..4): fuses D(d_{i-1}) with f_i.
-        self.dfm = _fusions((1, 2, 3, 4), enc[0], enc, width)
+        self.dfm = _fusions((1, 2, 3, 4), enc[0], enc, width) if fused else nn.ModuleList()
         self.mapping = nn.Sequential(
-            nn.Conv2d(width[0] + width[4], width[0], 3, padding=1),
+            nn.Conv2d(width[0] + width[4] if fused else enc[4], width[0], 3, padding=1),
             nn.ReLU(),
             nn.Conv2d(width[0], width[0], 3, padding=1),
             nn.ReLU(),
@@ -160,8 +168,18 @@ class ICN(nn.Module):
             if image.shape[0] != 1:
                 raise ConfigError(f"image batch {image.shape[0]} must be 1 or match prm batch {k}")
             image = image.expand(k, -1, -1, -1)
-        x = torch.cat([image, minmax_normalize(prm)], dim=1)
-        f = self.encoder(x)
+        if self.variant == "no_prm":
+            f = self.encoder(image)
+        else:
+            f = self.encoder(torch.cat([image, minmax_normalize(prm)], dim=1))
+        if self.variant == "no_fusion":
+            first = self.mapping[0]
+            if not factored:
+                up = F.interpolate(f[4], scale_factor=SIZE_DIVISOR, mode="bilinear",
+                                   align_corners=False)
+                return self.mapping(up)
+            x = conv_of_upsampled(f[4], first.weight, (int(h), int(w)))
+            return self.mapping[1:](x + first.bias[:, None, None])
         c = f[4]
         for fuse, i in zip(self.cfm, (3, 2, 1, 0), strict=True):
             up = F.interpolate(c, scale_factor=2, mode="bilinear", align_corners=False)

@@ -36,6 +36,8 @@ class Stage2Config:
     out: str  # checkpoint to write (classifier + ICN)
     stage1: str  # stage-1 checkpoint (frozen classifier)
     icn_encoder: Literal["vgg16", "tiny"] = "vgg16"  # paper: VGG-16 encoder; "tiny" for CPU
+    # Table 1's ablations: without CFM and DFM, or without the input PRM
+    icn_variant: Literal["full", "no_fusion", "no_prm"] = "full"  # ICN architecture variant
     epochs: int = 120  # paper: 120 epochs ...
     lr: float = 1e-3  # ... Adam 1e-3 ...
     lr_step: int = 20  # ... x0.5 every 20 epochs
@@ -268,14 +270,15 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
     images, targets = build_targets(cfg, model, dataset, log)
     if not targets:
         raise ConfigError(f"{root}: no training targets (no peaks or empty pseudo labels)")
-    icn = ICN(encoder=cfg.icn_encoder)
+    icn = ICN(encoder=cfg.icn_encoder, variant=cfg.icn_variant)
     if cfg.init:
         icn.load_state_dict(_icn_state(load_checkpoint(cfg.init), cfg.init, "--init"))
     optim = torch.optim.Adam(icn.parameters(), lr=cfg.lr)
     peaks = peak_settings(cfg, model.config)
     if cfg.default_score_threshold is not None:
         peaks["score_threshold"] = cfg.default_score_threshold
-    config = dict(model.config, icn_encoder=cfg.icn_encoder, stage2=asdict(cfg), peaks=peaks,
+    config = dict(model.config, icn_encoder=cfg.icn_encoder, icn_variant=cfg.icn_variant,
+                  stage2=asdict(cfg), peaks=peaks,
                   segment=dict(model.config.get("segment", {}),
                                iterations=cfg.iterations if cfg.default_iterations is None
                                else cfg.default_iterations))

@@ -84,6 +84,36 @@ def test_icn_unrolled_dynamic_matches_enhance(peaky_checkpoint, tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["full", "no_fusion"])
+def test_fixed_size_icn_graph_matches_eager_at_any_k(variant):
+    """A fixed-size icn.onnx computes the mapping's d5 half at stride 16; K stays dynamic."""
+    from icnseg.export.icn_graph import build_icn_onnx
+    from icnseg.models.icn import ICN
+
+    torch.manual_seed(5)
+    icn = ICN("tiny", variant).eval()
+    model = build_icn_onnx(icn, (48, 64))
+    resizes = sum(n.op_type == "Resize" for n in model.graph.node)
+    assert resizes == {"full": 4, "no_fusion": 0}[variant]  # the CFM's four x2, no x16
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    image = torch.randn(1, 3, 48, 64)
+    for k in (1, 5):
+        prm = torch.rand(k, 1, 48, 64)
+        (got,) = sess.run(["map"], {"image": image.numpy(), "prm": prm.numpy()})
+        with torch.no_grad():
+            want = icn(image, prm, factored=False).numpy()  # upsample first: the plain form
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_icn_without_input_prm_has_no_graph():
+    from icnseg.errors import ExportError
+    from icnseg.export.icn_graph import build_icn_onnx
+    from icnseg.models.icn import ICN
+
+    with pytest.raises(ExportError, match="no_prm"):
+        build_icn_onnx(ICN("tiny", "no_prm"), (32, 32))
+
+
 @pytest.mark.parametrize("where", ["file", "under_file"])
 def test_unwritable_out_dir(peaky_checkpoint, tmp_path, where):
     blocker = tmp_path / "blocker"

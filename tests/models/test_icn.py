@@ -122,3 +122,28 @@ def test_factored_logits_equal_the_upsample_first_ones(icn):
     with torch.no_grad():
         torch.testing.assert_close(icn.logits(image, prm), icn.logits(image, prm, factored=False),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_ablation_variants():
+    """Table 1's variants: w/o input PRM ignores the PRM, w/o CFM and DFM has no fusions;
+    both factored forms equal their upsample-first ones."""
+    from icnseg.config_schema import ICN_VARIANTS
+    from icnseg.models.icn import VARIANTS
+
+    assert ICN_VARIANTS == VARIANTS
+    torch.manual_seed(3)
+    image = torch.randn(1, 3, 32, 48)
+    prm = torch.rand(2, 1, 32, 48)
+    no_prm, no_fusion = ICN("tiny", "no_prm").eval(), ICN("tiny", "no_fusion").eval()
+    assert no_prm.encoder.features[0].in_channels == 3
+    assert len(no_fusion.cfm) == len(no_fusion.dfm) == 0
+    with torch.no_grad():
+        out = no_prm(image, prm)
+        torch.testing.assert_close(out[0], out[1])  # the same map for every instance
+        for m in (no_prm, no_fusion):
+            torch.testing.assert_close(m.logits(image, prm), m.logits(image, prm, factored=False),
+                                       rtol=1e-5, atol=1e-6)
+        full = ICN("tiny").eval()(image, prm)
+        assert not torch.allclose(full[0], full[1])
+    with pytest.raises(ConfigError, match="variant"):
+        ICN("tiny", "no_cfm")
