@@ -62,7 +62,8 @@ def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """Five-stage VGG-style encoder on 4 input channels; returns [f1..f5]."""
+    """Five-stage VGG-style encoder on image + PRM (4 channels; 3 without the PRM); returns
+    [f1..f5]."""
 
     def __init__(self, channels: tuple[int, ...], convs: tuple[int, ...], in_channels: int = 4
                  ) -> None:
@@ -172,14 +173,9 @@ class ICN(nn.Module):
             f = self.encoder(image)
         else:
             f = self.encoder(torch.cat([image, minmax_normalize(prm)], dim=1))
+        size = (int(h), int(w))
         if self.variant == "no_fusion":
-            first = self.mapping[0]
-            if not factored:
-                up = F.interpolate(f[4], scale_factor=SIZE_DIVISOR, mode="bilinear",
-                                   align_corners=False)
-                return self.mapping(up)
-            x = conv_of_upsampled(f[4], first.weight, (int(h), int(w)))
-            return self.mapping[1:](x + first.bias[:, None, None])
+            return self._mapped(None, f[4], size, factored)
         c = f[4]
         for fuse, i in zip(self.cfm, (3, 2, 1, 0), strict=True):
             up = F.interpolate(c, scale_factor=2, mode="bilinear", align_corners=False)
@@ -187,13 +183,22 @@ class ICN(nn.Module):
         d = f[0]
         for fuse, i in zip(self.dfm, (1, 2, 3, 4), strict=True):
             d = fuse(torch.cat([F.max_pool2d(d, 2, 2), f[i]], dim=1))
+        return self._mapped(c, d, size, factored)
+
+    def _mapped(self, c: torch.Tensor | None, d: torch.Tensor, size: tuple[int, int],
+                factored: bool) -> torch.Tensor:
+        """mapping(C(c, U16(d))) (c None: mapping(U16(d))); ``factored``: d's share of the
+        first conv computed at d's stride (``conv_of_upsampled``)."""
         if not factored:
-            d = F.interpolate(d, scale_factor=SIZE_DIVISOR, mode="bilinear",
-                              align_corners=False)
-            return self.mapping(torch.cat([c, d], dim=1))
-        first, cc = self.mapping[0], int(c.shape[1])
-        x = F.conv2d(c, first.weight[:, :cc], first.bias, padding=1)
-        x = x + conv_of_upsampled(d, first.weight[:, cc:], (int(h), int(w)))
+            up = F.interpolate(d, scale_factor=SIZE_DIVISOR, mode="bilinear", align_corners=False)
+            return self.mapping(up if c is None else torch.cat([c, up], dim=1))
+        first = self.mapping[0]
+        if c is None:
+            x = conv_of_upsampled(d, first.weight, size) + first.bias[:, None, None]
+        else:
+            cc = int(c.shape[1])
+            x = F.conv2d(c, first.weight[:, :cc], first.bias, padding=1)
+            x = x + conv_of_upsampled(d, first.weight[:, cc:], size)
         return self.mapping[1:](x)
 
     def forward(self, image: torch.Tensor, prm: torch.Tensor, factored: bool = True
