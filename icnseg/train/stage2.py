@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import cv2
@@ -11,6 +12,7 @@ import numpy as np
 
 from icnseg.checkpoint import load_checkpoint, save_checkpoint
 from icnseg.errors import ConfigError
+from icnseg.models.build import load_strict
 from icnseg.train.common import (
     check_positive,
     check_train_out,
@@ -266,13 +268,15 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
     # A saliency set is class-agnostic (its own classes.txt); the target data has the model's.
     dataset = VocDataset(root, cfg.train_split,
                          classes=None if cfg.labels == "saliency" else model.classes)
+    icn = ICN(encoder=cfg.icn_encoder, variant=cfg.icn_variant)
+    if cfg.init:  # before the targets' minutes: an --init of another architecture is one line
+        load_strict(icn, _icn_state(load_checkpoint(cfg.init), cfg.init, "--init"),
+                    Path(cfg.init), f"--init ICN (for --icn-encoder {cfg.icn_encoder} "
+                    f"--icn-variant {cfg.icn_variant})")
     t0 = time.time()
     images, targets = build_targets(cfg, model, dataset, log)
     if not targets:
         raise ConfigError(f"{root}: no training targets (no peaks or empty pseudo labels)")
-    icn = ICN(encoder=cfg.icn_encoder, variant=cfg.icn_variant)
-    if cfg.init:
-        icn.load_state_dict(_icn_state(load_checkpoint(cfg.init), cfg.init, "--init"))
     optim = torch.optim.Adam(icn.parameters(), lr=cfg.lr)
     peaks = peak_settings(cfg, model.config)
     if cfg.default_score_threshold is not None:

@@ -94,6 +94,28 @@ def test_init_from_a_checkpoint_without_icn_is_refused(tiny_checkpoint, synth_di
         train_stage2(cfg, log=lambda m: None)
 
 
+def test_init_of_another_variant_is_refused_before_the_targets(monkeypatch, tiny_checkpoint,
+                                                                synth_dir, tmp_path):
+    from icnseg.errors import CheckpointError
+
+    monkeypatch.setattr(stage2, "build_targets", lambda *a, **k: pytest.fail("targets built"))
+    cfg = _cfg(tmp_path, synth_dir, tiny_checkpoint, labels="saliency",
+               saliency_dir=str(synth_dir), init=str(tiny_checkpoint), icn_variant="no_prm")
+    with pytest.raises(CheckpointError, match=r"--init ICN .*no_prm.*another shape"):
+        train_stage2(cfg, log=lambda m: None)
+
+
+def test_a_variant_is_trained_and_recorded(tiny_checkpoint, synth_dir, tmp_path):
+    from icnseg.loader import load
+
+    cfg = _cfg(tmp_path, synth_dir, tiny_checkpoint, labels="saliency",
+               saliency_dir=str(synth_dir), icn_variant="no_fusion")
+    train_stage2(cfg, log=lambda m: None)
+    assert load_checkpoint(cfg.out).config["icn_variant"] == "no_fusion"
+    model = load(cfg.out, backend="torch")
+    assert model.icn.variant == "no_fusion" and len(model.icn.cfm) == 0
+
+
 def test_proposal_labels_are_unions_of_the_given_proposals(tiny_checkpoint, synth_dir,
                                                             tmp_path):
     import itertools
