@@ -61,6 +61,9 @@ class Stage2Config:
     # Share of inputs replaced by a rough soft copy of their label (train/cues.py): a fixed
     # stand-in for a pass-(t-1) output, so passes t > 1 learn to refine (T = 3 at test time).
     rough_cues: float = 0.0  # share of inputs replaced by a rough copy of their label (0..1)
+    # Train the test-time loop itself: T passes chained with gradients through every one
+    # (pass t reads pass t-1's output, Algorithm 1), Eq. 4 averaged over the passes.
+    unrolled: bool = False  # loss at each of the T chained passes, gradients through all
     init: str | None = None  # start the ICN from this checkpoint's ICN (None: random init)
     labels: str = "proposals"  # proposals | saliency (instance-saliency masks as labels)
     saliency_dir: str | None = None  # VOC-layout dir of instance masks for labels=saliency
@@ -301,7 +304,14 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
         y = torch.from_numpy(masks.astype(np.float32))[:, None]
         if cfg.feedback > 0 and cfg.iterations > 1 and epoch >= cfg.feedback_after:
             r = _fed_back(icn, x, r, rng, cfg.feedback, cfg.iterations)
-        return F.binary_cross_entropy_with_logits(icn.logits(x, r), y)  # Eq. 4
+        if not cfg.unrolled:
+            return F.binary_cross_entropy_with_logits(icn.logits(x, r), y)  # Eq. 4
+        loss = 0.0
+        for _ in range(cfg.iterations):
+            logits = icn.logits(x, r)
+            loss = loss + F.binary_cross_entropy_with_logits(logits, y)
+            r = torch.sigmoid(logits)  # the next pass's input, as ``enhance`` feeds it
+        return loss / cfg.iterations
 
     fit("stage2", icn, optim, len(targets), cfg, config, rpath, batch_loss, log, t0)
     icn.eval()

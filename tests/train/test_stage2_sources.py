@@ -242,3 +242,24 @@ def test_default_t_and_threshold_change_only_the_recorded_settings(tiny_checkpoi
     with pytest.raises(ConfigError, match=r"--default-score-threshold must be in \[0, 1\]"):
         train_stage2(_cfg(tmp_path / "b", synth_dir, tiny_checkpoint,
                           default_score_threshold=1.5, **common), log=lambda m: None)
+
+
+def test_unrolled_training_chains_the_passes_with_gradients(monkeypatch, tiny_checkpoint,
+                                                            synth_dir, tmp_path):
+    from icnseg.models.icn import ICN
+
+    calls = []
+    real = ICN.logits
+
+    def spy(self, image, prm, factored=True):
+        calls.append(prm.requires_grad)
+        return real(self, image, prm, factored)
+
+    monkeypatch.setattr(ICN, "logits", spy)
+    cfg = _cfg(tmp_path, synth_dir, tiny_checkpoint, labels="saliency",
+               saliency_dir=str(synth_dir), iterations=3, unrolled=True)
+    train_stage2(cfg, log=lambda m: None)
+    steps = len(calls) // 3
+    assert steps > 0 and len(calls) == 3 * steps
+    # pass 1 reads the naive PRM; passes 2 and 3 read the previous pass, gradients attached
+    assert calls == [False, True, True] * steps
