@@ -9,7 +9,7 @@ measure generalisation rather than memorisation. For each ``--model`` the rows a
 (the naive PRM matched with the model's scoring), w/o multi-scale rebalance (the vanilla PRM
 matching of [42] on the ICN maps), the full model at T = 1..4, and the oracle proposals
 (best built-in proposal per ground-truth instance: the proposals' ceiling). A ``--variant``
-(an ICN trained differently, e.g. without its input PRM) adds one row at its own T.
+(an ICN trained differently, e.g. without its input PRM) adds its rows at T = 1..4.
 Each image's peaks, naive PRMs, proposals and ICN passes are computed once and shared.
 """
 
@@ -94,9 +94,8 @@ def ablate(models: dict[str, Any], variants: dict[str, Any], dataset, log=print)
     base_name = next(iter(models))
     rows = {f"{name}: {row}": (model, t, cfg) for name, model in models.items()
             for row, (t, cfg) in _rows(model.segment_config()).items()}
-    rows.update({f"{name} (its T={m.segment_config().iterations})":
-                 (m, m.segment_config().iterations, m.segment_config())
-                 for name, m in variants.items()})
+    rows.update({f"{name}, T={t}": (m, t, dataclasses.replace(m.segment_config(), iterations=t))
+                 for name, m in variants.items() for t in range(1, T_MAX + 1)})
     preds: dict[str, list[ImagePrediction]] = {name: [] for name in rows}
     preds["oracle proposals"] = []
     gts, t0 = [], time.perf_counter()
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", default=[], metavar="NAME=CKPT",
                     help="a model's full row set (repeatable; default: default=default)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=CKPT",
-                    help="one extra row: a differently trained ICN at its own T")
+                    help="a differently trained ICN: its rows at T = 1..4")
     ap.add_argument("--n", type=int, default=120, help="images per split")
     ap.add_argument("--seed", type=int, default=9001,
                     help="val seed; unseen uses seed + 1 (no training run uses either)")

@@ -45,3 +45,13 @@ def test_rows_equal_segmenting_each_image_with_that_setting(tiny_checkpoint, tmp
         assert results[row]["mAP_r"] == pytest.approx(want["mAP_r"], abs=1e-12), row
         assert results[row]["ABO"] == pytest.approx(want["ABO"], abs=1e-12), row
     assert "| m: full, T=1 |" in to_markdown({"val": results}, "# t")
+
+
+def test_variant_rows_at_every_t(tiny_checkpoint, tmp_path):
+    model = load(str(tiny_checkpoint), backend="torch")
+    other = load(str(tiny_checkpoint), backend="torch")  # another object: its own passes
+    ds = VocDataset(generate(tmp_path / "d", 2, seed=22, size=96, val_fraction=0.0), "train",
+                    classes=model.classes)
+    results = ablate({"m": model}, {"v": other}, ds, log=lambda m: None)
+    for t in range(1, T_MAX + 1):
+        assert results[f"v, T={t}"] == results[f"m: full, T={t}"]
