@@ -86,6 +86,7 @@ BOUNDS: dict[str, Bound] = {
     "lr_gamma": Bound(float, 0.0, 1.0, lo_open=True),
     "batch_size": Bound(int, 1, 4096),
     "crop_scale": Bound(float, 0.0, 1.0, lo_open=True),
+    "color_jitter": Bound(float, 0.0, 1.0),
     "window": Bound(int, 1, 31),
     "upsample": Bound(int, 1, 16),
     "workers": Bound(int, 0, 256),

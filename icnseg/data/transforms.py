@@ -1,4 +1,4 @@
-"""Pure numpy image / mask transforms (no torch): resize, normalise, flip, crop.
+"""Pure numpy image / mask transforms (no torch): resize, normalise, flip, crop, colour.
 
 Sizes are ``(height, width)``; boxes are ``(x0, y0, x1, y1)`` in pixels, end exclusive.
 Masks are ``[H,W]`` or stacks ``[N,H,W]`` of any integer / bool dtype.
@@ -148,3 +148,21 @@ def random_crop(
     _check_masks(image, masks)
     box = random_crop_box(rng, image.shape[0], image.shape[1], scale)
     return (*crop(image, *masks, box=box), box)
+
+
+def random_appearance(rng: np.random.Generator, image: np.ndarray, strength: float) -> np.ndarray:
+    """Random colour change of an RGB uint8 image: saturation, contrast, brightness, channel
+    order, each drawn within ``strength`` (0 = the image unchanged, 1 = the widest)."""
+    _check_image(image)
+    if not 0 <= strength <= 1:
+        raise ConfigError(f"appearance strength must be in [0, 1], got {strength}")
+    if strength == 0:
+        return image.copy()
+    x = image.astype(np.float32)
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * rng.uniform(1 - strength, 1 + strength)  # saturation
+    x = x.mean() + (x - x.mean()) * rng.uniform(1 - strength / 2, 1 + strength / 2)  # contrast
+    x = x + rng.uniform(-40.0, 40.0) * strength  # brightness
+    if rng.random() < strength:
+        x = x[..., rng.permutation(3)]
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)

@@ -39,6 +39,9 @@ class Stage1Config:
     lr_gamma: float = 0.1  # learning-rate factor at each step
     batch_size: int = 16  # images per step
     crop_scale: float = 0.7  # random crop keeps >= this fraction of each side, then resize
+    # Colour change per image (saturation, contrast, brightness, channel order): a classifier
+    # trained on one look fires on another's backgrounds and misses its desaturated objects.
+    color_jitter: float = 0.0  # strength of random_appearance (0 = off, 1 = widest)
     window: int = 3  # peak stimulation window (original PRM)
     upsample: int = 1  # peak stimulation sub-pixel factor
     train_split: str = "train"  # ImageSets split to train on
@@ -54,11 +57,13 @@ def _image_tensor(image: np.ndarray, size: int):
 
 
 def _train_item(sample, cfg: Stage1Config, rng: np.random.Generator):
-    """Flip + crop + resize + normalise one training sample (paper 4.2 augmentation)."""
-    from icnseg.data.transforms import random_crop, random_flip
+    """Flip + crop (+ colour) + resize + normalise one training sample (paper 4.2)."""
+    from icnseg.data.transforms import random_appearance, random_crop, random_flip
 
     image = random_flip(rng, sample.image)[0]
     image = random_crop(rng, image, scale=(cfg.crop_scale, 1.0))[0]
+    if cfg.color_jitter > 0:
+        image = random_appearance(rng, image, cfg.color_jitter)
     return _image_tensor(image, cfg.input_size)
 
 

@@ -13,6 +13,7 @@ from icnseg.data.transforms import (
     hflip,
     normalize,
     random_crop,
+    random_appearance,
     random_flip,
     resize,
     resize_mask,
@@ -108,3 +109,44 @@ def test_random_crop_consistent_with_masks() -> None:
         random_crop(np.random.default_rng(0), img, scale=(0.0, 1.0))
     with pytest.raises(ConfigError):
         crop(img, box=(10, 10, 10, 20))
+
+
+def test_random_appearance_zero_strength_is_the_image():
+    img = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    out = random_appearance(np.random.default_rng(1), img, 0.0)
+    assert out is not img and np.array_equal(out, img)
+
+
+def test_random_appearance_keeps_grey_pixels_grey_and_stays_in_range():
+    # Saturation, contrast, brightness and channel order all map R = G = B to R = G = B.
+    v = np.random.default_rng(2).integers(0, 256, (16, 16, 1), dtype=np.uint8)
+    grey = np.repeat(v, 3, axis=2)
+    for seed in range(20):
+        out = random_appearance(np.random.default_rng(seed), grey, 1.0)
+        assert out.dtype == np.uint8 and out.shape == grey.shape
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+
+
+def test_random_appearance_matches_a_per_pixel_loop():
+    img = np.random.default_rng(3).integers(0, 256, (5, 4, 3), dtype=np.uint8)
+    s = 0.6
+    out = random_appearance(np.random.default_rng(4), img, s)
+    rng = np.random.default_rng(4)  # the same draws, in the documented order
+    sat, con = rng.uniform(1 - s, 1 + s), rng.uniform(1 - s / 2, 1 + s / 2)
+    bright = rng.uniform(-40.0, 40.0) * s
+    perm = rng.permutation(3) if rng.random() < s else np.arange(3)
+    x = img.astype(np.float64)
+    sat_img = np.empty_like(x)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            g = sum(x[i, j]) / 3
+            sat_img[i, j] = [g + (c - g) * sat for c in x[i, j]]
+    mean = sat_img.sum() / sat_img.size
+    want = np.clip(np.rint(mean + (sat_img - mean) * con + bright), 0, 255)[..., perm]
+    assert np.abs(out.astype(int) - want.astype(int)).max() <= 1  # float32 vs float64 rounding
+
+
+def test_random_appearance_rejects_a_strength_outside_0_1():
+    img = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(ConfigError, match="strength"):
+        random_appearance(np.random.default_rng(0), img, 1.5)
