@@ -137,13 +137,13 @@ def to_markdown(results: dict[str, dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _named(items: list[str], flag: str) -> dict[str, str]:
-    """NAME=PATH pairs of a repeated flag."""
+def named_paths(items: list[str], flag: str, what: str = "CHECKPOINT") -> dict[str, str]:
+    """NAME=PATH pairs of a repeated flag (``what`` names the PATH in the error)."""
     out = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"{flag} {item!r}: want NAME=CHECKPOINT")
+            raise SystemExit(f"{flag} {item!r}: want NAME={what}")
         out[name] = path
     return out
 
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/ablation",
                     help="writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
-    named = _named(args.model, "--model") or {"default": "default"}
-    named_variants = _named(args.variant, "--variant")
+    named = named_paths(args.model, "--model") or {"default": "default"}
+    named_variants = named_paths(args.variant, "--variant")
     models = {k: load(v, backend="torch") for k, v in named.items()}
     variants = {k: load(v, backend="torch") for k, v in named_variants.items()}
     results, seconds = {}, {}

@@ -21,32 +21,15 @@ from icnseg.fileio import write_text
 THRESHOLDS = (0.5, 0.1)  # stage 2's target threshold and the shipped test-time one
 
 
-def _pair(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name or not value:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    return name, value
-
-
 def class_scores(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid class scores [N,C] and presence labels bool [N,C] of every image of ``dataset``."""
-    import torch
+    from icnseg.train.stage1 import Stage1Config, class_scores
 
-    from icnseg.data.transforms import normalize, resize
-    from icnseg.models.prm import peak_stimulation
-
-    window, upsample = (model.config.get("stage1", {}).get(k, d) for k, d in
-                        (("window", 3), ("upsample", 1)))
-    scores, labels = [], []
-    with torch.no_grad():
-        for i in range(len(dataset)):
-            s = dataset[i]
-            x = torch.from_numpy(normalize(resize(s.image, model.input_size), model.mean,
-                                           model.std))[None]
-            v, _ = peak_stimulation(model.classifier(x), window=window, upsample=upsample)
-            scores.append(torch.sigmoid(v[0]).numpy())
-            labels.append(s.labels > 0)
-    return np.stack(scores), np.stack(labels)
+    trained = model.config.get("stage1", {})
+    peaks = {k: trained.get(k, Stage1Config.__dataclass_fields__[k].default)
+             for k in ("window", "upsample")}
+    logits, labels = class_scores(model.classifier, dataset, model.input_size[0], **peaks)
+    return 1 / (1 + np.exp(-logits)), labels > 0
 
 
 def row(scores: np.ndarray, labels: np.ndarray) -> dict:
@@ -75,21 +58,23 @@ def _markdown(rows: list[dict], seconds: float, machine: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry."""
-    from benchmarks.machine import machine_info
+    from icnseg.benchmarks.ablation import named_paths
+    from icnseg.benchmarks.machine import machine_info
     from icnseg.checkpoint import load_checkpoint
     from icnseg.data.voc import VocDataset
     from icnseg.eager import EagerModel
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=_pair, action="append", required=True, metavar="NAME=CKPT")
-    ap.add_argument("--split", type=_pair, action="append", required=True, metavar="NAME=ROOT")
+    ap.add_argument("--model", action="append", required=True, metavar="NAME=CKPT")
+    ap.add_argument("--split", action="append", required=True, metavar="NAME=ROOT")
     ap.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
     t0 = time.time()
     rows = []
-    for name, path in args.model:
+    splits = named_paths(args.split, "--split", "ROOT")
+    for name, path in named_paths(args.model, "--model").items():
         model = EagerModel.from_checkpoint(load_checkpoint(path))
-        for split, root in args.split:
+        for split, root in splits.items():
             data = VocDataset(root, "val", classes=model.classes)
             if not len(data):
                 data = VocDataset(root, "train", classes=model.classes)

@@ -67,8 +67,10 @@ def _train_item(sample, cfg: Stage1Config, rng: np.random.Generator):
     return _image_tensor(image, cfg.input_size)
 
 
-def evaluate_classifier(classifier, dataset, cfg: Stage1Config) -> float:
-    """Classification mAP of ``classifier`` on ``dataset`` (peak-stimulation class scores)."""
+def class_scores(classifier, dataset, size: int, window: int = 3, upsample: int = 1
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Peak-stimulation class logits [N,C] of ``classifier`` and the labels [N,C] of every
+    image of ``dataset``, each image resized to ``size`` x ``size``."""
     import torch
 
     from icnseg.models.prm import peak_stimulation
@@ -78,11 +80,17 @@ def evaluate_classifier(classifier, dataset, cfg: Stage1Config) -> float:
     with torch.no_grad():
         for i in range(len(dataset)):
             s = dataset[i]
-            x = torch.from_numpy(_image_tensor(s.image, cfg.input_size))[None]
-            sc, _ = peak_stimulation(classifier(x), window=cfg.window, upsample=cfg.upsample)
+            x = torch.from_numpy(_image_tensor(s.image, size))[None]
+            sc, _ = peak_stimulation(classifier(x), window=window, upsample=upsample)
             scores.append(sc[0].numpy())
             labels.append(s.labels)
-    return classification_map(np.stack(scores), np.stack(labels))
+    return np.stack(scores), np.stack(labels)
+
+
+def evaluate_classifier(classifier, dataset, cfg: Stage1Config) -> float:
+    """Classification mAP of ``classifier`` on ``dataset`` (peak-stimulation class scores)."""
+    return classification_map(*class_scores(classifier, dataset, cfg.input_size, cfg.window,
+                                            cfg.upsample))
 
 
 def checkpoint_config(cfg: Stage1Config, classes: tuple[str, ...]) -> dict:
