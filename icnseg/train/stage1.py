@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -47,6 +48,9 @@ class Stage1Config:
     train_split: str = "train"  # ImageSets split to train on
     val_split: str = "val"  # ImageSets split for the classification mAP after training
     seed: int = 0  # random seed (data order, augmentation, init)
+    # From scratch, the loss sits on a plateau (the classes' base rates) for a number of
+    # epochs that depends on the seed; restarts keep the run that left it best.
+    restarts: int = 1  # train from seeds seed..seed+restarts-1, keep the best val mAP
     workers: int = 0  # DataLoader worker processes
 
 
@@ -108,8 +112,38 @@ def checkpoint_config(cfg: Stage1Config, classes: tuple[str, ...]) -> dict:
 
 
 def train_stage1(cfg: Stage1Config, log=print) -> dict:
-    """Train the classifier, write ``cfg.out``; returns a summary with the validation mAP."""
+    """Train the classifier, write ``cfg.out``; returns a summary with the validation mAP.
+    With ``restarts`` > 1, one run per seed, and the best on the val split is kept."""
     check_train_out(cfg)  # before any work: a failed save at the end loses the run
+    check_positive(restarts=cfg.restarts)
+    if cfg.restarts == 1:
+        return _train_once(cfg, log)
+    from icnseg.data.voc import VocDataset
+
+    if not cfg.val_split or not len(VocDataset(cfg.data, cfg.val_split)):
+        raise ConfigError(f"{cfg.data}: --restarts keeps the run with the best val mAP, but "
+                          f"the --val-split {cfg.val_split!r} has no images")
+    out = Path(cfg.out)
+    runs = {}
+    for seed in range(cfg.seed, cfg.seed + cfg.restarts):
+        part = out.with_name(f"{out.stem}.seed{seed}{out.suffix}")
+        runs[seed] = (_train_once(replace(cfg, seed=seed, restarts=1, out=str(part)), log), part)
+    maps = {seed: r["val_classification_mAP"] for seed, (r, _) in runs.items()}
+    best = max(maps, key=lambda s: np.nan_to_num(maps[s], nan=-1.0))
+    ckpt = load_checkpoint(runs[best][1])
+    config = dict(ckpt.config, stage1=dict(ckpt.config["stage1"], out=cfg.out,
+                                           restarts=cfg.restarts, restart_seed=cfg.seed))
+    config["metrics"] = dict(config["metrics"], restarts={str(s): m for s, m in maps.items()})
+    save_checkpoint(cfg.out, ckpt.state, config)
+    for _, part in runs.values():
+        part.unlink(missing_ok=True)
+    log(f"stage1 restarts: val classification mAP {maps} -> seed {best} kept in {cfg.out}")
+    return {"val_classification_mAP": maps[best], "seed": best,
+            "seconds": sum(r["seconds"] for r, _ in runs.values())}
+
+
+def _train_once(cfg: Stage1Config, log) -> dict:
+    """One stage-1 run from ``cfg.seed``."""
     import torch
     import torch.nn.functional as F
 

@@ -64,6 +64,9 @@ class Stage2Config:
     # Train the test-time loop itself: T passes chained with gradients through every one
     # (pass t reads pass t-1's output, Algorithm 1), Eq. 4 averaged over the passes.
     unrolled: bool = False  # loss at each of the T chained passes, gradients through all
+    # Pass t's loss weighted by gamma^(T - t), normalised to sum 1 (RAFT's sequence loss):
+    # below 1 the early passes need not finish the map, the later ones are held to it.
+    unrolled_gamma: float = 1.0  # per-pass weight decay toward earlier passes (1: average)
     init: str | None = None  # start the ICN from this checkpoint's ICN (None: random init)
     labels: str = "proposals"  # proposals | saliency (instance-saliency masks as labels)
     saliency_dir: str | None = None  # VOC-layout dir of instance masks for labels=saliency
@@ -236,6 +239,14 @@ def _fed_back(icn, x, r, rng: np.random.Generator, share: float, iterations: int
     return r
 
 
+def pass_weights(iterations: int, gamma: float) -> list[float]:
+    """Unrolled loss weights of passes 1..T: gamma^(T - t), normalised to sum 1."""
+    if not 0 < gamma <= 1:
+        raise ConfigError(f"--unrolled-gamma must be in (0, 1] (got {gamma})")
+    w = [gamma ** (iterations - t) for t in range(1, iterations + 1)]
+    return [v / sum(w) for v in w]
+
+
 def _icn_state(ckpt, path: str, flag: str) -> dict:
     """The ICN weights of ``ckpt``, the icnseg checkpoint ``path`` given to ``flag``."""
     icn = ckpt.sub_state("icn")
@@ -263,6 +274,10 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
         raise ConfigError("--default-score-threshold must be in [0, 1] (got "
                           f"{cfg.default_score_threshold})")
     check_label_source(cfg.labels, cfg.saliency_dir)
+    weights = pass_weights(cfg.iterations, cfg.unrolled_gamma)
+    if cfg.unrolled_gamma != 1 and not cfg.unrolled:
+        raise ConfigError("--unrolled-gamma weights the passes of --unrolled training: add "
+                          "--unrolled or drop it")
     seed_everything(cfg.seed)
     model = EagerModel.from_checkpoint(load_checkpoint(cfg.stage1))
     for p in model.classifier.parameters():
@@ -307,11 +322,11 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
         if not cfg.unrolled:
             return F.binary_cross_entropy_with_logits(icn.logits(x, r), y)  # Eq. 4
         loss = 0.0
-        for _ in range(cfg.iterations):
+        for w in weights:
             logits = icn.logits(x, r)
-            loss = loss + F.binary_cross_entropy_with_logits(logits, y)
+            loss = loss + w * F.binary_cross_entropy_with_logits(logits, y)
             r = torch.sigmoid(logits)  # the next pass's input, as ``enhance`` feeds it
-        return loss / cfg.iterations
+        return loss
 
     fit("stage2", icn, optim, len(targets), cfg, config, rpath, batch_loss, log, t0)
     icn.eval()

@@ -263,3 +263,35 @@ def test_unrolled_training_chains_the_passes_with_gradients(monkeypatch, tiny_ch
     assert steps > 0 and len(calls) == 3 * steps
     # pass 1 reads the naive PRM; passes 2 and 3 read the previous pass, gradients attached
     assert calls == [False, True, True] * steps
+
+
+def test_unrolled_gamma_weights_each_pass_loss(monkeypatch, tiny_checkpoint, synth_dir,
+                                               tmp_path):
+    import torch.nn.functional as F
+
+    passes = []
+
+    def fake_bce(logits, target):  # pass t's loss is t, so the batch loss is sum_t w_t * t
+        passes.append(len(passes) % 3 + 1)
+        return logits.sum() * 0 + passes[-1]
+
+    monkeypatch.setattr(F, "binary_cross_entropy_with_logits", fake_bce)
+    lines = []
+    cfg = _cfg(tmp_path, synth_dir, tiny_checkpoint, labels="saliency",
+               saliency_dir=str(synth_dir), iterations=3, unrolled=True, unrolled_gamma=0.5)
+    train_stage2(cfg, log=lines.append)
+    # weights 0.25, 0.5, 1 normalised: (1 * 1 + 2 * 2 + 4 * 3) / 7
+    assert any(f"loss {17 / 7:.4f}" in line for line in lines), lines
+    assert stage2.pass_weights(2, 1.0) == [0.5, 0.5]
+
+
+def test_unrolled_gamma_is_refused_out_of_range_or_without_unrolled(tiny_checkpoint, synth_dir,
+                                                                    tmp_path):
+    common = dict(labels="saliency", saliency_dir=str(synth_dir), iterations=3)
+    with pytest.raises(ConfigError, match=r"--unrolled-gamma must be in \(0, 1\]"):
+        train_stage2(_cfg(tmp_path, synth_dir, tiny_checkpoint, unrolled=True,
+                          unrolled_gamma=0.0, **common), log=lambda m: None)
+    with pytest.raises(ConfigError, match="add --unrolled"):
+        train_stage2(_cfg(tmp_path, synth_dir, tiny_checkpoint, unrolled_gamma=0.5, **common),
+                     log=lambda m: None)
+    assert not (tmp_path / "s2.safetensors").exists()

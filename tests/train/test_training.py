@@ -97,3 +97,36 @@ def test_bad_training_input(synth_dir, tmp_path, capsys):
     rc = main(["train", "stage1", "--data", str(synth_dir), "--out", str(tmp_path / "x.pt"),
                "--input-size", "50"], err=errors.append)
     assert rc == 1 and "multiple of 32" in errors[0]
+
+
+def test_stage1_restarts_keep_the_seed_with_the_best_val_map(tmp_path):
+    from icnseg.data.synth import generate
+
+    data = generate(tmp_path / "d", 16, seed=3, size=64, val_fraction=0.5)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    singles = {}
+    for seed in (0, 1):
+        out = tmp_path / f"single{seed}.safetensors"
+        assert main(["train", "stage1", "--data", str(data), "--out", str(out), *SMALL,
+                     "--seed", str(seed)]) == 0
+        singles[seed] = load_checkpoint(out)
+    maps = {s: c.config["metrics"]["val_classification_mAP"] for s, c in singles.items()}
+    assert maps[0] != maps[1]  # so the choice is seen
+    want = max(maps, key=maps.get)
+    out = runs / "best.safetensors"
+    assert main(["train", "stage1", "--data", str(data), "--out", str(out), *SMALL,
+                 "--restarts", "2"]) == 0
+    kept = load_checkpoint(out)
+    assert all(torch.equal(kept.state[k], singles[want].state[k]) for k in kept.state)
+    assert kept.config["stage1"]["seed"] == want and kept.config["stage1"]["restarts"] == 2
+    assert kept.config["metrics"]["restarts"] == {"0": maps[0], "1": maps[1]}
+    assert [p.name for p in runs.iterdir()] == ["best.safetensors"]  # the other run removed
+
+
+def test_stage1_restarts_need_val_images(synth_dir, tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    assert main(["train", "stage1", "--data", str(synth_dir), "--out", str(out), *SMALL,
+                 "--restarts", "2", "--val-split", ""]) != 0
+    assert "--restarts keeps the run with the best val mAP" in capsys.readouterr().err
+    assert not out.exists()
