@@ -48,7 +48,7 @@ def _rows(cfg) -> dict[str, tuple[int, Any]]:
     return rows
 
 
-def _icn_passes(model, x: np.ndarray, prm: np.ndarray, passes: int) -> list[np.ndarray]:
+def icn_passes(model, x: np.ndarray, prm: np.ndarray, passes: int) -> list[np.ndarray]:
     """Enhanced maps after each of ``passes`` ICN passes (pass t feeds back pass t-1)."""
     import torch
 
@@ -109,7 +109,7 @@ def ablate(models: dict[str, Any], variants: dict[str, Any], dataset, log=print)
         for name, (model, t, cfg) in rows.items():
             if id(model) not in cache:
                 stages = model.infer(prepared, dataclasses.replace(cfg, iterations=0))
-                passes = (_icn_passes(model, prepared.x, stages.prm, T_MAX)
+                passes = (icn_passes(model, prepared.x, stages.prm, T_MAX)
                           if len(stages.peaks) and model.icn is not None else [])
                 cache[id(model)] = (stages, passes)
             stages, passes = cache[id(model)]

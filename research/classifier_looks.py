@@ -10,13 +10,11 @@ class-presence thresholds the segmenter uses. Writes OUT.json and OUT.md.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import numpy as np
 
-from icnseg.fileio import write_text
+from research.report import model_split_parser, split_images, write_report
 
 THRESHOLDS = (0.5, 0.1)  # stage 2's target threshold and the shipped test-time one
 
@@ -44,30 +42,13 @@ def row(scores: np.ndarray, labels: np.ndarray) -> dict:
     return out
 
 
-def _markdown(rows: list[dict], seconds: float, machine: dict) -> str:
-    cols = ["classification_mAP"] + [f"{k}@{t}" for t in THRESHOLDS for k in ("missed", "false")]
-    where = f"{machine['cpu']}, {machine['cores']} cores, git {machine['git']}"
-    lines = ["# Stage-1 classifiers per look", "", f"Machine: {where}; {seconds:.0f} s.",
-             "", "| model | split | images | positives | " + " | ".join(cols) + " |",
-             "|---|---|---:|---:|" + "---:|" * len(cols)]
-    for r in rows:
-        vals = " | ".join(str(r[c]) for c in cols)
-        lines.append(f"| {r['model']} | {r['split']} | {r['images']} | {r['positives']} | {vals} |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry."""
     from icnseg.benchmarks.ablation import named_paths
-    from icnseg.benchmarks.machine import machine_info
     from icnseg.checkpoint import load_checkpoint
-    from icnseg.data.voc import VocDataset
     from icnseg.eager import EagerModel
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", action="append", required=True, metavar="NAME=CKPT")
-    ap.add_argument("--split", action="append", required=True, metavar="NAME=ROOT")
-    ap.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
+    ap = model_split_parser(__doc__.splitlines()[0])
     args = ap.parse_args(argv)
     t0 = time.time()
     rows = []
@@ -75,16 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in named_paths(args.model, "--model").items():
         model = EagerModel.from_checkpoint(load_checkpoint(path))
         for split, root in splits.items():
-            data = VocDataset(root, "val", classes=model.classes)
-            if not len(data):
-                data = VocDataset(root, "train", classes=model.classes)
+            data = split_images(root, model.classes)
             rows.append({"model": name, "split": split, **row(*class_scores(model, data))})
             print(rows[-1], flush=True)
-    seconds = time.time() - t0
-    machine = machine_info()
-    write_text(f"{args.out}.json", json.dumps({"machine": machine, "rows": rows,
-                                               "seconds": seconds}, indent=1))
-    write_text(f"{args.out}.md", _markdown(rows, seconds, machine))
+    cols = ["classification_mAP"] + [f"{k}@{t}" for t in THRESHOLDS for k in ("missed", "false")]
+    write_report(args.out, "Stage-1 classifiers per look", rows, ["model", "split"],
+                 ["images", "positives", *cols], time.time() - t0)
     return 0
 
 
