@@ -31,7 +31,7 @@ def test_rows_match_fresh_passes_and_a_pixel_loop(synth_dir, tmp_path):
     model = load("default", backend="torch")  # the embedded model: maps that hit objects
     data = VocDataset(synth_dir, "train", classes=None)
     cfg = model.segment_config()
-    want = []
+    want, want_off = [], []
     for i in range(len(data)):
         s = data[i]
         p = model.prepare(s.image, config=cfg, build_proposals=False)
@@ -49,9 +49,14 @@ def test_rows_match_fresh_passes_and_a_pixel_loop(synth_dir, tmp_path):
             if first and max(first) >= pass_iou.ON_OBJECT:
                 g = s.instance_masks[int(np.argmax(first))]
                 want.append([_loop_overlap(m[k], g) for m in maps])
-    got = pass_iou.peak_rows(model, data, len(data))
-    assert len(got) == len(want) > 0
+            elif first:
+                want_off.append([max(_loop_overlap(m[k], g)[0] for g in s.instance_masks)
+                                 for m in maps])
+    got, got_off = pass_iou.peak_rows(model, data, len(data))
+    assert len(got) == len(want) > 0 and len(got_off) == len(want_off)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-9)
+    np.testing.assert_allclose(np.asarray(got_off).reshape(-1, 4),
+                               np.asarray(want_off).reshape(-1, 4), atol=1e-9)
     out = tmp_path / "p"
     assert pass_iou.main(["--model", "m=default", "--split", f"s={synth_dir}",
                           "--n", str(len(data)), "--out", str(out)]) == 0
