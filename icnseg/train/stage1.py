@@ -13,7 +13,7 @@ from icnseg import __version__
 from icnseg.checkpoint import load_checkpoint, save_checkpoint
 from icnseg.data.transforms import MEAN, STD
 from icnseg.eager import EagerModel
-from icnseg.errors import ConfigError
+from icnseg.errors import ConfigError, IcnsegError
 from icnseg.train.common import (
     check_positive,
     check_train_out,
@@ -124,22 +124,43 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
         raise ConfigError(f"{cfg.data}: --restarts keeps the run with the best val mAP, but "
                           f"the --val-split {cfg.val_split!r} has no images")
     out = Path(cfg.out)
-    runs = {}
-    for seed in range(cfg.seed, cfg.seed + cfg.restarts):
-        part = out.with_name(f"{out.stem}.seed{seed}{out.suffix}")
-        runs[seed] = (_train_once(replace(cfg, seed=seed, restarts=1, out=str(part)), log), part)
-    maps = {seed: r["val_classification_mAP"] for seed, (r, _) in runs.items()}
+    parts = {seed: replace(cfg, seed=seed, restarts=1,
+                           out=str(out.with_name(f"{out.stem}.seed{seed}{out.suffix}")))
+             for seed in range(cfg.seed, cfg.seed + cfg.restarts)}
+    done = {seed: _finished(part) for seed, part in parts.items()}  # before any training
+    maps = {}
+    for seed, part in parts.items():
+        if done[seed] is None:
+            _train_once(part, log)
+        else:
+            log(f"stage1 restarts: {part.out} is this run's seed {seed}, finished; kept")
+        maps[seed] = load_checkpoint(part.out).config["metrics"]["val_classification_mAP"]
     best = max(maps, key=lambda s: np.nan_to_num(maps[s], nan=-1.0))
-    ckpt = load_checkpoint(runs[best][1])
+    ckpt = load_checkpoint(parts[best].out)
     config = dict(ckpt.config, stage1=dict(ckpt.config["stage1"], out=cfg.out,
-                                           restarts=cfg.restarts, restart_seed=cfg.seed))
+                                           restarts=cfg.restarts))
     config["metrics"] = dict(config["metrics"], restarts={str(s): m for s, m in maps.items()})
     save_checkpoint(cfg.out, ckpt.state, config)
-    for _, part in runs.values():
-        part.unlink(missing_ok=True)
+    for part in parts.values():
+        Path(part.out).unlink(missing_ok=True)
     log(f"stage1 restarts: val classification mAP {maps} -> seed {best} kept in {cfg.out}")
-    return {"val_classification_mAP": maps[best], "seed": best,
-            "seconds": sum(r["seconds"] for r, _ in runs.values())}
+    return {"val_classification_mAP": maps[best], "seed": best}
+
+
+def _finished(part: Stage1Config):
+    """The checkpoint an interrupted --restarts run left for ``part`` (None if none); any
+    other file at that path is refused, so nothing of the user's is overwritten."""
+    path = Path(part.out)
+    if not path.exists():
+        return None
+    try:
+        ckpt = load_checkpoint(path)
+    except IcnsegError:
+        ckpt = None
+    if ckpt is None or ckpt.config.get("stage1") != asdict(part):
+        raise ConfigError(f"{path}: exists and is not this --restarts run's seed {part.seed}; "
+                          "move it or choose another --out")
+    return ckpt
 
 
 def _train_once(cfg: Stage1Config, log) -> dict:

@@ -130,3 +130,33 @@ def test_stage1_restarts_need_val_images(synth_dir, tmp_path, capsys):
                  "--restarts", "2", "--val-split", ""]) != 0
     assert "--restarts keeps the run with the best val mAP" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_stage1_restarts_continue_and_never_overwrite_a_foreign_file(synth_dir, tmp_path):
+    from icnseg.errors import ConfigError
+    from icnseg.train.stage1 import Stage1Config, train_stage1
+
+    out = tmp_path / "best.safetensors"
+    cfg = Stage1Config(data=str(synth_dir), out=str(out), backbone="tiny", input_size=64,
+                       epochs=2, batch_size=4, lr=1e-3, restarts=2)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_seed_0(msg):
+        if msg.startswith("stage1 done"):
+            raise Stop
+
+    with pytest.raises(Stop):  # interrupted once seed 0 has finished
+        train_stage1(cfg, log=stop_after_seed_0)
+    assert (tmp_path / "best.seed0.safetensors").exists() and not out.exists()
+    messages = []
+    train_stage1(cfg, log=messages.append)
+    assert any("seed 0, finished; kept" in m for m in messages)
+    assert sum(m.startswith("stage1 done") for m in messages) == 1  # only seed 1 trained
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.safetensors"]
+    (tmp_path / "best.seed1.safetensors").write_text("mine")
+    out.unlink()
+    with pytest.raises(ConfigError, match="best.seed1.safetensors: exists and is not"):
+        train_stage1(cfg, log=lambda m: None)
+    assert (tmp_path / "best.seed1.safetensors").read_text() == "mine"
