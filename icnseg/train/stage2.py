@@ -67,6 +67,10 @@ class Stage2Config:
     # Pass t's loss weighted by gamma^(T - t), normalised to sum 1 (RAFT's sequence loss):
     # below 1 the early passes need not finish the map, the later ones are held to it.
     unrolled_gamma: float = 1.0  # per-pass weight decay toward earlier passes (1: average)
+    # A peak its labels leave without a mask (its PRM touches no instance) otherwise teaches
+    # nothing, and the ICN learns to pull every cue onto the nearest object; passes t > 1
+    # then move background peaks onto objects (benchmarks/results/pass_iou.md).
+    negatives: bool = False  # such peaks learn an empty map instead of being skipped
     init: str | None = None  # start the ICN from this checkpoint's ICN (None: random init)
     labels: str = "proposals"  # proposals | saliency (instance-saliency masks as labels)
     saliency_dir: str | None = None  # VOC-layout dir of instance masks for labels=saliency
@@ -194,9 +198,14 @@ def build_targets(
                                                              cfg.pseudo_passes)
             labels = _pseudo_labels(cfg, match_cfg, cue, props, (h, w))
         for p, r, m in zip(peaks, prm, labels, strict=True):
-            if m is not None and m.any():
-                targets.append(Target(len(images) - 1, p, r.astype(np.float16), m))
-    log(f"stage2 targets: {len(targets)} instances from {len(images)} images")
+            if m is None or not m.any():
+                if not cfg.negatives:
+                    continue
+                m = np.zeros((h, w), bool)
+            targets.append(Target(len(images) - 1, p, r.astype(np.float16), m))
+    empty = sum(not t.mask.any() for t in targets)
+    log(f"stage2 targets: {len(targets)} instances from {len(images)} images"
+        + (f" ({empty} with an empty map, --negatives)" if cfg.negatives else ""))
     return images, targets
 
 

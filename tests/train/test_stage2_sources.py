@@ -295,3 +295,30 @@ def test_unrolled_gamma_is_refused_out_of_range_or_without_unrolled(tiny_checkpo
         train_stage2(_cfg(tmp_path, synth_dir, tiny_checkpoint, unrolled_gamma=0.5, **common),
                      log=lambda m: None)
     assert not (tmp_path / "s2.safetensors").exists()
+
+
+def test_negatives_add_the_unpaired_peaks_with_empty_masks(tiny_checkpoint, others, tmp_path):
+    from icnseg.data.transforms import resize
+
+    model = EagerModel.from_checkpoint(load_checkpoint(tiny_checkpoint))
+    ds = VocDataset(others, "train")
+    common = dict(labels="saliency", saliency_dir=str(others))
+    _, plain = build_targets(_cfg(tmp_path, others, tiny_checkpoint, **common), model, ds,
+                             log=lambda m: None)
+    _, withneg = build_targets(_cfg(tmp_path, others, tiny_checkpoint, negatives=True,
+                                    **common), model, ds, log=lambda m: None)
+    unpaired = 0  # independently: peaks whose binarised PRM touches no instance mask
+    peak_cfg = PeakConfig(**model.config["peaks"])
+    for i in range(len(ds)):
+        s = ds[i]
+        image = resize(s.image, model.input_size)
+        _, prm = naive_prms(model.classifier, image, None, peak_cfg, "prm", model.mean,
+                            model.std)
+        masks = [resize_mask(m, model.input_size) for m in s.instance_masks]
+        for r in prm:
+            on = (r - r.min()) / max(r.max() - r.min(), 1e-12) >= 0.2
+            unpaired += not any(np.logical_and(on, m).any() for m in masks)
+    empty = [t for t in withneg if not t.mask.any()]
+    assert len(empty) == unpaired > 0
+    assert len(withneg) == len(plain) + unpaired
+    assert all(t.mask.any() for t in plain)
