@@ -128,15 +128,16 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
                            out=str(out.with_name(f"{out.stem}.seed{seed}{out.suffix}")))
              for seed in range(cfg.seed, cfg.seed + cfg.restarts)}
     done = {seed: _finished(part) for seed, part in parts.items()}  # before any training
-    maps = {}
+    ckpts = {}
     for seed, part in parts.items():
-        if done[seed] is None:
-            _train_once(part, log)
-        else:
+        if done[seed]:
             log(f"stage1 restarts: {part.out} is this run's seed {seed}, finished; kept")
-        maps[seed] = load_checkpoint(part.out).config["metrics"]["val_classification_mAP"]
+        else:
+            _train_once(part, log)
+        ckpts[seed] = load_checkpoint(part.out)
+    maps = {s: c.config["metrics"]["val_classification_mAP"] for s, c in ckpts.items()}
     best = max(maps, key=lambda s: np.nan_to_num(maps[s], nan=-1.0))
-    ckpt = load_checkpoint(parts[best].out)
+    ckpt = ckpts[best]
     config = dict(ckpt.config, stage1=dict(ckpt.config["stage1"], out=cfg.out,
                                            restarts=cfg.restarts))
     config["metrics"] = dict(config["metrics"], restarts={str(s): m for s, m in maps.items()})
@@ -147,12 +148,12 @@ def train_stage1(cfg: Stage1Config, log=print) -> dict:
     return {"val_classification_mAP": maps[best], "seed": best}
 
 
-def _finished(part: Stage1Config):
-    """The checkpoint an interrupted --restarts run left for ``part`` (None if none); any
-    other file at that path is refused, so nothing of the user's is overwritten."""
+def _finished(part: Stage1Config) -> bool:
+    """True when an interrupted --restarts run left ``part``'s checkpoint; any other file at
+    that path is refused, so nothing of the user's is overwritten."""
     path = Path(part.out)
     if not path.exists():
-        return None
+        return False
     try:
         ckpt = load_checkpoint(path)
     except IcnsegError:
@@ -160,7 +161,7 @@ def _finished(part: Stage1Config):
     if ckpt is None or ckpt.config.get("stage1") != asdict(part):
         raise ConfigError(f"{path}: exists and is not this --restarts run's seed {part.seed}; "
                           "move it or choose another --out")
-    return ckpt
+    return True
 
 
 def _train_once(cfg: Stage1Config, log) -> dict:

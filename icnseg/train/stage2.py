@@ -203,9 +203,9 @@ def build_targets(
                     continue
                 m = np.zeros((h, w), bool)
             targets.append(Target(len(images) - 1, p, r.astype(np.float16), m))
-    empty = sum(not t.mask.any() for t in targets)
-    log(f"stage2 targets: {len(targets)} instances from {len(images)} images"
-        + (f" ({empty} with an empty map, --negatives)" if cfg.negatives else ""))
+    empty = (f" ({sum(not t.mask.any() for t in targets)} with an empty map, --negatives)"
+             if cfg.negatives else "")
+    log(f"stage2 targets: {len(targets)} instances from {len(images)} images{empty}")
     return images, targets
 
 
