@@ -43,8 +43,11 @@ def _rows(cfg) -> dict[str, tuple[int, Any]]:
                 (0, dataclasses.replace(cfg, iterations=0, match=prm)),
             f"w/o multi-scale rebalance (vanilla matching), T={t_default}":
                 (t_default, dataclasses.replace(cfg, iterations=t_default, match=prm))}
+    iou = dataclasses.replace(cfg.match, scoring="iou")
     for t in range(1, T_MAX + 1):
         rows[f"full, T={t}"] = (t, dataclasses.replace(cfg, iterations=t))
+    for t in range(1, T_MAX + 1):
+        rows[f"full, IoU matching, T={t}"] = (t, dataclasses.replace(cfg, iterations=t, match=iou))
     return rows
 
 

@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 _CHUNK_BYTES = 1 << 25  # float32 working set per dense matrix-product block
+SCORINGS = ("icn", "paper", "prm", "iou")  # the matching rules MatchConfig.scoring accepts
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class MatchConfig:
     """Proposal-matching settings (defaults: paper section 3.3 and the original PRM code)."""
 
     scoring: str = "icn"  # "icn" (normalised Eq. 5, background subtracted) | "paper" | "prm"
+    # | "iou" (Jaccard index of the binarised V and P)
     alpha: float = 0.95  # Eq. 5 weight of the overlap term V*P
     beta: float = 0.1  # Eq. 5 weight of the contour term E(V)*P
     gamma: float = 0.8  # Eq. 5 weight of the background term B(V)*P
@@ -46,8 +48,9 @@ class MatchConfig:
     nms_iou: float = 0.5  # class-aware mask NMS threshold (IoU >= this suppresses)
 
     def __post_init__(self) -> None:
-        if self.scoring not in ("icn", "paper", "prm"):
-            raise ConfigError(f"scoring must be icn, paper or prm, not {self.scoring!r}")
+        if self.scoring not in SCORINGS:
+            raise ConfigError(f"scoring must be one of {', '.join(SCORINGS)}, not "
+                              f"{self.scoring!r}")
         if self.background not in ("dilate", "crm"):
             raise ConfigError(f"background must be dilate or crm, not {self.background!r}")
         if min(self.dilate_radius, self.contour_width, self.prm_contour_width) < 0:
@@ -184,7 +187,7 @@ def match_scores(V: np.ndarray, proposals: Proposals | np.ndarray,
     V: enhanced PRMs [K, H, W] (bool, or float in [0, 1] used as-is in the overlap term);
     prm: raw PRMs [K, H, W] (required for scoring="prm"); background: a precomputed B(V)
     [K, H, W] (else ``background_template(V, cfg, crm)``); edge: a precomputed E(V)
-    (else ``contour(V, cfg.contour_width)``).
+    (else ``contour(V, cfg.contour_width)``). scoring="iou" uses neither, only V > threshold.
     """
     cfg = cfg or MatchConfig()
     props = proposals if isinstance(proposals, Proposals) else Proposals(np.asarray(proposals))
@@ -192,6 +195,12 @@ def match_scores(V: np.ndarray, proposals: Proposals | np.ndarray,
     if V.shape[1:] != props.shape:
         raise InputError(f"V is {V.shape[1:]} but proposals are {props.shape}")
     vbin = V if V.dtype == bool else np.greater(V, cfg.threshold)
+    if cfg.scoring == "iou":
+        # |V n P| / |V u P|: both sizes normalise the overlap, so neither a fragment inside V
+        # (the precision-only first term of Eq. 5) nor a proposal swallowing it wins
+        inter = _sums(vbin, props)
+        union = pixel_counts(vbin).astype(np.float64)[:, None] + _areas(props)[None, :] - inter
+        return _ratio(inter, union)
     bg = background_template(vbin, cfg, crm) if background is None else _stack(background, "bg")
     if bg.shape != V.shape:
         raise InputError(f"background {bg.shape} does not match V {V.shape}")

@@ -70,10 +70,12 @@ def select_instances(
     shape = proposals.shape
     with clock("binarise"):
         v = binary_maps(stages, cfg, shape)
-        crm = crm_background(stages, shape) if cfg.match.background == "crm" else None
-        background = background_template(v, cfg.match, crm)
-        edge = contour(v, cfg.match.contour_width) if cfg.match.scoring != "prm" else None
-        prm = upsample_maps(stages.prm, shape) if cfg.match.scoring == "prm" else None
+        scoring = cfg.match.scoring
+        crm = (crm_background(stages, shape)
+               if cfg.match.background == "crm" and scoring != "iou" else None)
+        background = background_template(v, cfg.match, crm) if scoring != "iou" else None
+        edge = contour(v, cfg.match.contour_width) if scoring in ("icn", "paper") else None
+        prm = upsample_maps(stages.prm, shape) if scoring == "prm" else None
     with clock("matcher"):
         scores = match_scores(v, proposals, cfg.match, prm=prm, background=background,
                               edge=edge)

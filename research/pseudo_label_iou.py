@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             maps["icn round 2"] = (v, upsample_maps(v, full.shape))
         gt = s.instance_masks
         for src, (at_input, at_image) in maps.items():
-            for scoring in ("prm", "icn", "paper"):
+            for scoring in ("prm", "icn", "paper", "iou"):
                 cfg = MatchConfig(scoring=scoring)
                 for blur in (0.0, 2.0):
                     if (src != "naive" or scoring == "paper") and blur:

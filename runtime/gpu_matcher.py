@@ -62,12 +62,19 @@ class DeviceMatch:
     kept: np.ndarray  # int64 [M]: instances kept by NMS, highest score first
 
 
+def _unsupported(cfg: MatchConfig) -> str | None:
+    """Why the device chain cannot match with ``cfg`` ("icn" scoring, "dilate"), or None."""
+    if cfg.scoring != "icn" or cfg.background != "dilate":
+        return (f"the CUDA matcher implements scoring='icn' with background='dilate', not "
+                f"scoring={cfg.scoring!r}, background={cfg.background!r}")
+    return None
+
+
 def check_supported(cfg: MatchConfig) -> None:
     """ConfigError unless the device chain implements ``cfg`` ("icn" scoring, "dilate")."""
-    if cfg.scoring != "icn" or cfg.background != "dilate":
-        raise ConfigError(f"the CUDA matcher implements scoring='icn' with background='dilate',"
-                          f" not scoring={cfg.scoring!r}, background={cfg.background!r}; "
-                          "use the CPU matcher (icnseg.postprocess.select_instances)")
+    why = _unsupported(cfg)
+    if why:
+        raise ConfigError(f"{why}; use the CPU matcher (icnseg.postprocess.select_instances)")
 
 
 def upload_proposals(proposals: Proposals, stream: Any = None,
@@ -192,11 +199,12 @@ def device_matcher_available(cfg: SegmentConfig) -> bool:
     """True when ``cfg`` uses what the CUDA matcher implements and its kernels load here.
 
     The kernel modules are really loaded, once per process (fatbin, else nvcc); when they
-    cannot be, that is announced once in one line and the numpy matcher is used.
+    cannot be, or ``cfg`` asks for a rule they lack, that is announced once in one line and
+    the numpy matcher is used.
     """
-    try:
-        check_supported(cfg.match)
-    except ConfigError:
+    why = _unsupported(cfg.match)
+    if why:
+        notice(f"matching with numpy instead: {why}")
         return False
     if "ok" not in _kernels_load:
         first = {stem: name for name, (stem, _) in reversed(cl.KERNELS.items())}

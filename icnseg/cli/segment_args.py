@@ -7,6 +7,7 @@ import sys
 
 from icnseg.cli.bounds import add_bounded
 from icnseg.errors import ConfigError, IcnsegError
+from icnseg.matching import SCORINGS
 from icnseg.settings import RULES
 
 
@@ -108,7 +109,7 @@ def add_segment_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--scoring",
-        choices=("icn", "paper", "prm"),
+        choices=SCORINGS,
         default=None,
         help="proposal matching (Eq. 5) variant (default: the model's own, "
         f"{emb.match.scoring} for the embedded model)",

@@ -76,7 +76,7 @@ class Stage2Config:
     saliency_dir: str | None = None  # VOC-layout dir of instance masks for labels=saliency
     proposals: str = "builtin"  # builtin | a directory of precomputed proposals per image id
     rule: Literal["prm", "gradient"] = "prm"  # PRM backprop rule
-    pseudo_scoring: Literal["icn", "paper", "prm"] = "prm"  # matching rule of the pseudo labels
+    pseudo_scoring: Literal["icn", "paper", "prm", "iou"] = "prm"  # pseudo labels' matching rule
     pseudo_blur: float = 0.0  # > 0: match a blob of the PRM smoothed by this sigma (input px)
     pseudo_blob_threshold: float = 0.1  # blob = smoothed PRM >= this x its maximum
     # A second round (paper 3.2's labels from better maps): match the maps of a first ICN,

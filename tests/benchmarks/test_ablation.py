@@ -25,7 +25,10 @@ def test_rows_equal_segmenting_each_image_with_that_setting(tiny_checkpoint, tmp
     assert {f"m: full, T={t}" for t in range(1, T_MAX + 1)} <= set(results)
     base = model.segment_config()
     prm = dataclasses.replace(base.match, scoring="prm")
+    iou = dataclasses.replace(base.match, scoring="iou")
     for row, cfg in (("m: full, T=2", dataclasses.replace(base, iterations=2)),
+                     ("m: full, IoU matching, T=3",
+                      dataclasses.replace(base, iterations=3, match=iou)),
                      ("m: w/o ICN (naive PRM)", dataclasses.replace(base, iterations=0)),
                      ("m: original PRM (naive PRM, vanilla matching)",
                       dataclasses.replace(base, iterations=0, match=prm))):

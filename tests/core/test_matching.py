@@ -65,6 +65,10 @@ def ref_scores(v, masks, cfg, prm=None, bg=None):
                     out[k, n] = -np.inf
                 else:
                     out[k, n] = 0.8 * r[p].sum() + r[c].sum() - 1e-5 * bg[k][p].sum()
+            elif cfg.scoring == "iou":
+                inter = np.logical_and(vbin[k], p).sum()
+                union = np.logical_or(vbin[k], p).sum()
+                out[k, n] = inter / union if union else 0.0
             elif cfg.scoring == "paper":
                 first = vals[p].sum() / area if area else 0.0
                 out[k, n] = cfg.alpha * first + cfg.beta * e[p].sum() + cfg.gamma * bg[k][p].sum()
@@ -76,7 +80,7 @@ def ref_scores(v, masks, cfg, prm=None, bg=None):
     return out
 
 
-@pytest.mark.parametrize("scoring", ["icn", "paper", "prm"])
+@pytest.mark.parametrize("scoring", ["icn", "paper", "prm", "iou"])
 @pytest.mark.parametrize("soft", [False, True])
 def test_scores_match_loop_and_both_paths(scoring, soft):
     props, v = make_problem()
@@ -108,6 +112,21 @@ def test_prm_size_gate_and_icn_prefers_matching_proposal():
     assert np.isinf(s[:, :2]).all() and np.isfinite(s[:, 2:]).all()
     icn = match_scores(v, masks)
     np.testing.assert_array_equal(icn.argmax(axis=1), [len(props), len(props) + 1])
+
+
+def test_iou_scoring_prefers_the_object_to_a_fragment_inside_the_map():
+    # V covers 3/4 of a 12x12 object: Eq. 5's precision term ranks a 2x2 fragment of V
+    # (precision 1) above the object (0.75); the Jaccard index ranks the object first
+    v = np.zeros((1, H, W), bool)
+    v[0, 4:13, 4:16] = True
+    obj = np.zeros((H, W), bool)
+    obj[4:16, 4:16] = True
+    frag = np.zeros((H, W), bool)
+    frag[6:8, 6:8] = True
+    masks = np.stack([frag, obj])
+    assert match_scores(v, masks).argmax() == 0
+    iou = match_scores(v, masks, MatchConfig(scoring="iou"))
+    np.testing.assert_allclose(iou[0], [4 / 108, 108 / 144])
 
 
 def test_explicit_and_crm_background():

@@ -46,3 +46,19 @@ def test_every_module_is_really_loaded(fresh, monkeypatch) -> None:
     assert sorted(loaded) == sorted(cl.MODULES)
     assert gpu_matcher.device_matcher_available(SegmentConfig()) is True
     assert len(loaded) == len(cl.MODULES)
+
+
+def test_unsupported_rule_is_one_notice_then_numpy(fresh, monkeypatch, capsys) -> None:
+    """A rule the kernels lack (scoring='iou') is announced once and never loads them."""
+    import dataclasses
+
+    from icnseg import notice
+
+    monkeypatch.setattr(notice, "_seen", set())
+    monkeypatch.setattr(cl, "function", lambda name: pytest.fail("kernels loaded"))
+    base = SegmentConfig()
+    cfg = dataclasses.replace(base, match=dataclasses.replace(base.match, scoring="iou"))
+    assert gpu_matcher.device_matcher_available(cfg) is False
+    assert gpu_matcher.device_matcher_available(cfg) is False
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "scoring='iou'" in err and "numpy" in err
