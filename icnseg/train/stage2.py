@@ -85,6 +85,9 @@ class Stage2Config:
     pseudo_icn: str | None = None  # labels=proposals: checkpoint whose ICN maps are matched
     pseudo_passes: int = 1  # ICN passes of that first ICN over each naive PRM
     crop_scale: float = 0.6  # random crop keeps >= this fraction of each side
+    # The ICN's image input only (its PRM input and label come from the untouched image):
+    # random_appearance of this strength, so a look the training never used is less new.
+    color_jitter: float = 0.0  # strength of random_appearance (0 = off, 1 = widest)
     # Peak filters beyond Eq. 1 (PeakConfig), used for the targets and saved in the
     # checkpoint as the model's inference default. None/0 = Eq. 1 as printed.
     peak_min_response: float | None = None  # keep a peak only where M_c >= this (None: off)
@@ -270,7 +273,7 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from icnseg.data.transforms import normalize
+    from icnseg.data.transforms import normalize, random_appearance
     from icnseg.data.voc import VocDataset
     from icnseg.eager import EagerModel
     from icnseg.models.icn import ICN
@@ -319,6 +322,8 @@ def train_stage2(cfg: Stage2Config, log=print) -> dict:
         batch = [targets[int(i)] for i in idx]
         items = [_augment(rng, images[t.image_index], t.prm.astype(np.float32), t.mask,
                           cfg.crop_scale) for t in batch]
+        if cfg.color_jitter > 0:
+            items = [(random_appearance(rng, im, cfg.color_jitter), p, m) for im, p, m in items]
         x = torch.from_numpy(np.stack([normalize(im, model.mean, model.std) for im, _, _ in items]))
         masks = np.stack([m for _, _, m in items])
         prms = np.stack([p for _, p, _ in items])

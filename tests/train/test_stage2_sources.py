@@ -322,3 +322,31 @@ def test_negatives_add_the_unpaired_peaks_with_empty_masks(tiny_checkpoint, othe
     assert len(empty) == unpaired > 0
     assert len(withneg) == len(plain) + unpaired
     assert all(t.mask.any() for t in plain)
+
+
+def test_color_jitter_changes_only_the_icns_image_input(monkeypatch, tiny_checkpoint,
+                                                        synth_dir, tmp_path):
+    from icnseg.models.icn import ICN
+
+    real = ICN.logits
+
+    def first_batch(jitter, where):
+        seen = []
+
+        def spy(self, image, prm, factored=True):
+            seen.append((image.detach().clone(), prm.detach().clone()))
+            return real(self, image, prm, factored)
+
+        monkeypatch.setattr(ICN, "logits", spy)
+        cfg = _cfg(tmp_path / where, synth_dir, tiny_checkpoint, labels="saliency",
+                   saliency_dir=str(synth_dir), color_jitter=jitter, seed=4)
+        train_stage2(cfg, log=lambda m: None)
+        return seen[0]
+
+    x0, r0 = first_batch(0.0, "a")
+    x0b, r0b = first_batch(0.0, "b")
+    x1, r1 = first_batch(1.0, "c")
+    assert torch.equal(x0, x0b) and torch.equal(r0, r0b)  # the same run twice
+    assert torch.equal(r1, r0)  # the PRM inputs (and crops) are those of the unjittered run
+    changed = (x1 != x0).flatten(1).any(1)
+    assert changed.all()  # every image of the batch got a new look
