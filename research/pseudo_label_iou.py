@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from icnseg.data.transforms import resize
     from icnseg.data.voc import VocDataset
     from icnseg.eager import EagerModel
-    from icnseg.matching import MatchConfig
+    from icnseg.matching import SCORINGS, MatchConfig
     from icnseg.models.prm import PeakConfig
     from icnseg.postprocess import proposals_for
     from icnseg.settings import SegmentConfig
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             maps["icn round 2"] = (v, upsample_maps(v, full.shape))
         gt = s.instance_masks
         for src, (at_input, at_image) in maps.items():
-            for scoring in ("prm", "icn", "paper", "iou"):
+            for scoring in SCORINGS:
                 cfg = MatchConfig(scoring=scoring)
                 for blur in (0.0, 2.0):
                     if (src != "naive" or scoring == "paper") and blur:
