@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from research.report import model_split_parser, split_images, write_report
+from research.report import each_model_split, model_split_parser, write_report
 
 THRESHOLDS = (0.5, 0.1)  # stage 2's target threshold and the shipped test-time one
 
@@ -44,21 +44,13 @@ def row(scores: np.ndarray, labels: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry."""
-    from icnseg.benchmarks.ablation import named_paths
-    from icnseg.checkpoint import load_checkpoint
-    from icnseg.eager import EagerModel
-
     ap = model_split_parser(__doc__.splitlines()[0])
     args = ap.parse_args(argv)
     t0 = time.time()
     rows = []
-    splits = named_paths(args.split, "--split", "ROOT")
-    for name, path in named_paths(args.model, "--model").items():
-        model = EagerModel.from_checkpoint(load_checkpoint(path))
-        for split, root in splits.items():
-            data = split_images(root, model.classes)
-            rows.append({"model": name, "split": split, **row(*class_scores(model, data))})
-            print(rows[-1], flush=True)
+    for name, model, split, data in each_model_split(args):
+        rows.append({"model": name, "split": split, **row(*class_scores(model, data))})
+        print(rows[-1], flush=True)
     cols = ["classification_mAP"] + [f"{k}@{t}" for t in THRESHOLDS for k in ("missed", "false")]
     write_report(args.out, "Stage-1 classifiers per look", rows, ["model", "split"],
                  ["images", "positives", *cols], time.time() - t0)

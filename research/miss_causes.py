@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from research.report import model_split_parser, split_images, write_report
+from research.report import each_model_split, model_split_parser, write_report
 
 PASSES = 4
 FOUND_IOU = 0.5  # mAP^r@0.5's bar
@@ -82,8 +82,6 @@ def count_causes(model, dataset, n: int, scoring: str) -> dict[int, dict[str, in
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry."""
-    from icnseg.benchmarks.ablation import named_paths
-    from icnseg.loader import load
     from icnseg.matching import SCORINGS
 
     ap = model_split_parser(__doc__.splitlines()[0])
@@ -92,16 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     out = []
-    splits = named_paths(args.split, "--split", "ROOT")
-    for name, path in named_paths(args.model, "--model").items():
-        model = load(path, backend="torch")
-        for split, root in splits.items():
-            data = split_images(root, model.classes)
-            for scoring in args.scoring:
-                for t, c in count_causes(model, data, args.n, scoring).items():
-                    out.append({"model": name, "split": split, "scoring": scoring, "T": t,
-                                "instances": sum(c.values()), **c})
-                    print(out[-1], flush=True)
+    for name, model, split, data in each_model_split(args):
+        for scoring in args.scoring:
+            for t, c in count_causes(model, data, args.n, scoring).items():
+                out.append({"model": name, "split": split, "scoring": scoring, "T": t,
+                            "instances": sum(c.values()), **c})
+                print(out[-1], flush=True)
     write_report(args.out, "Missed instances: the mask or the peak", out,
                  ["model", "split", "scoring"], ["T", "instances", *CAUSES],
                  time.time() - t0, n=args.n)

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from research.report import model_split_parser, split_images, write_report
+from research.report import each_model_split, model_split_parser, write_report
 
 PASSES = 4
 ON_OBJECT = 0.3  # pass-1 IoU for a peak to count as sitting on an instance
@@ -78,22 +78,15 @@ def summary(rows: list, off: list) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry."""
-    from icnseg.benchmarks.ablation import named_paths
-    from icnseg.loader import load
-
     ap = model_split_parser(__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=40, help="images per split")
     args = ap.parse_args(argv)
     t0 = time.time()
     out = []
-    splits = named_paths(args.split, "--split", "ROOT")
-    for name, path in named_paths(args.model, "--model").items():
-        model = load(path, backend="torch")
-        for split, root in splits.items():
-            data = split_images(root, None)
-            for r in summary(*peak_rows(model, data, args.n)):
-                out.append({"model": name, "split": split, **r})
-                print(out[-1], flush=True)
+    for name, model, split, data in each_model_split(args, class_agnostic=True):
+        for r in summary(*peak_rows(model, data, args.n)):
+            out.append({"model": name, "split": split, **r})
+            print(out[-1], flush=True)
     write_report(args.out, "ICN passes on peaks that sit on an object", out,
                  ["model", "split"], ["pass", "peaks", "IoU", "precision", "recall", "IoU>=0.5",
                                       "off peaks", "off onto object"],

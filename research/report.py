@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 
 from icnseg.fileio import write_text
 
@@ -40,3 +41,16 @@ def split_images(root: str, classes):
 
     data = VocDataset(root, "val", classes=classes)
     return data if len(data) else VocDataset(root, "train", classes=classes)
+
+
+def each_model_split(args: argparse.Namespace, class_agnostic: bool = False) -> Iterator[tuple]:
+    """(model name, torch model, split name, dataset) for every --model x --split of ``args``,
+    each checkpoint loaded once; ``class_agnostic``: the split's own classes.txt."""
+    from icnseg.benchmarks.ablation import named_paths
+    from icnseg.loader import load
+
+    splits = named_paths(args.split, "--split", "ROOT")
+    for name, path in named_paths(args.model, "--model").items():
+        model = load(path, backend="torch")
+        for split, root in splits.items():
+            yield name, model, split, split_images(root, None if class_agnostic else model.classes)
