@@ -40,6 +40,20 @@ __device__ __forceinline__ int icn_lane() {
     return (int)(threadIdx.x & (ICN_WARP - 1));
 }
 
+// |a & b| and |a | b| of two packed rows [W32], summed by one warp (every lane gets both).
+__device__ __forceinline__ void icn_warp_overlap(const uint32_t* a, const uint32_t* b, int w32,
+                                                 unsigned int* inter, unsigned int* uni) {
+    unsigned int i = 0u, u = 0u;
+    for (int w = icn_lane(); w < w32; w += ICN_WARP) {
+        const uint32_t x = a[w];
+        const uint32_t y = b[w];
+        i += __popc(x & y);
+        u += __popc(x | y);
+    }
+    *inter = icn_warp_sum(i);
+    *uni = icn_warp_sum(u);
+}
+
 // First global thread index and grid stride of a 1-D grid-stride loop.
 __device__ __forceinline__ long long icn_thread() {
     return (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -52,6 +66,12 @@ __device__ __forceinline__ long long icn_stride() {
 // num / den, or 0 when den is 0 (icnseg.matching._ratio), correctly rounded.
 __device__ __forceinline__ double icn_ratio(double num, double den) {
     return den > 0.0 ? __ddiv_rn(num, den) : 0.0;
+}
+
+// Jaccard index from exact pixel counts, as icnseg.matching.match_scores (scoring="iou"):
+// inter = |V & P|, union = (|V| + |P|) - inter (= |V | P|), 0 when the union is empty.
+__device__ __forceinline__ double icn_jaccard(double inter, double vt, double area) {
+    return icn_ratio(inter, __dsub_rn(__dadd_rn(vt, area), inter));
 }
 
 // Eq. 5 "icn" score from exact pixel counts, in double with the operation order of

@@ -1,5 +1,5 @@
-// icnseg matcher kernels: bit-packing, Eq. 5 ("icn") score matrix over packed proposals,
-// row arg-max, per-row popcount, pairwise popcount IoU and per-sample min-max binarisation.
+// icnseg matcher kernels: bit-packing, Eq. 5 ("icn") and Jaccard ("iou") score matrices
+// over packed proposals, row arg-max, per-row popcount, pairwise popcount IoU and per-sample min-max binarisation.
 // Layout and launch conventions: common.cuh. The sizes below are only the recommended ones;
 // kernels that use warps need blockDim.x to be a multiple of 32.
 
@@ -69,6 +69,22 @@ extern "C" __global__ void match_scores_kernel(const uint32_t* __restrict__ v,
         if (lane == 0) {
             scores[pair] = icn_eq5((double)vp, (double)ep, (double)bp, (double)areas[ni],
                                    (double)et, alpha, beta, gamma);
+        }
+    }
+}
+
+// (b') Jaccard scores double [K, N] (scoring="iou", |V & P| / |V | P|) from packed V
+// [K, W32] and proposals [N, W32]. One warp per pair, as match_scores_kernel.
+extern "C" __global__ void jaccard_scores_kernel(const uint32_t* __restrict__ v,
+                                                 const uint32_t* __restrict__ props,
+                                                 double* __restrict__ scores,
+                                                 int k, int n, int w32) {
+    const long long pairs = (long long)k * n;
+    for (long long pair = icn_global_warp(); pair < pairs; pair += icn_warp_count()) {
+        unsigned int inter, uni;
+        icn_warp_overlap(v + (pair / n) * w32, props + (pair % n) * w32, w32, &inter, &uni);
+        if (icn_lane() == 0) {
+            scores[pair] = icn_ratio((double)inter, (double)uni);  // = icn_jaccard's
         }
     }
 }
@@ -153,20 +169,11 @@ extern "C" __global__ void pairwise_iou_kernel(const uint32_t* __restrict__ pack
                                                float* __restrict__ iou,
                                                int m, int w32) {
     const long long pairs = (long long)m * m;
-    const int lane = icn_lane();
     for (long long pair = icn_global_warp(); pair < pairs; pair += icn_warp_count()) {
-        const uint32_t* a = packed + (pair / m) * w32;
-        const uint32_t* c = packed + (pair % m) * w32;
-        unsigned int inter = 0u, uni = 0u;
-        for (int w = lane; w < w32; w += ICN_WARP) {
-            const uint32_t x = a[w];
-            const uint32_t y = c[w];
-            inter += __popc(x & y);
-            uni += __popc(x | y);
-        }
-        inter = icn_warp_sum(inter);
-        uni = icn_warp_sum(uni);
-        if (lane == 0) {
+        unsigned int inter, uni;
+        icn_warp_overlap(packed + (pair / m) * w32, packed + (pair % m) * w32, w32, &inter,
+                         &uni);
+        if (icn_lane() == 0) {
             iou[pair] = uni > 0u ? (float)inter / (float)uni : 0.0f;
         }
     }

@@ -178,3 +178,17 @@ extern "C" __global__ void eq5_sums_kernel(const double* __restrict__ sums,
                             (double)edge_total[ki], alpha, beta, gamma);
     }
 }
+
+// (f) Jaccard scores double [K, N] (scoring="iou", icn_jaccard in common.cuh) from the
+// per-proposal sums |V_k & P_n| [K, N], areas int32 [N] and map sizes |V_k| int32 [K]. One
+// thread per score. Recommended: block 256, grid ceil(K*N / 256) (capped).
+extern "C" __global__ void jaccard_sums_kernel(const double* __restrict__ sums,
+                                               const int* __restrict__ areas,
+                                               const int* __restrict__ v_total,
+                                               double* __restrict__ scores,
+                                               int k, int n) {
+    const long long total = (long long)k * n;
+    for (long long i = icn_thread(); i < total; i += icn_stride()) {
+        scores[i] = icn_jaccard(sums[i], (double)v_total[i / n], (double)areas[i % n]);
+    }
+}

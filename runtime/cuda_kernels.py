@@ -57,6 +57,21 @@ def match_scores(v: Any, e: Any, b: Any, proposals: Any, areas: Any, alpha: floa
     return out
 
 
+def jaccard_scores(v: Any, proposals: Any, out: Any = None, stream: Any = None) -> Any:
+    """Jaccard scores (scoring="iou") float64 [K, N] from packed V [K, W32] and proposals
+    [N, W32]; bit-identical to ``icnseg.matching.match_scores``."""
+    for arr, name in ((v, "V"), (proposals, "proposals")):
+        cl.check(arr, name, 2, (np.uint32,))
+    k, w32, n = int(v.shape[0]), int(v.shape[1]), int(proposals.shape[0])
+    if proposals.shape[1] != w32:
+        raise InputError(f"packed shapes differ: V {v.shape}, proposals {proposals.shape}")
+    out = cl.output(out, "out", (k, n), np.float64)
+    if k * n:
+        cl.launch("jaccard_scores_kernel", cl.blocks(k * n, cl.WARPS), cl.ptr(v),
+                  cl.ptr(proposals), cl.ptr(out), k, n, w32, stream=stream)
+    return out
+
+
 def argmax_rows(scores: Any, stream: Any = None) -> tuple[Any, Any]:
     """Per-row arg-max of float32/float64 [K, N]: (index int32 [K], value [K] same dtype);
     -1/-inf for rows without a finite maximum or when N == 0 (``best_proposals``)."""

@@ -40,6 +40,7 @@ MAX_GRID = 1 << 16  # kernels are grid-stride, so capping the grid is always cor
 KERNELS: dict[str, tuple[str, str]] = {
     "pack_masks_kernel": ("matcher", "PPiii"),
     "match_scores_kernel": ("matcher", "PPPPPPiiiddd"),
+    "jaccard_scores_kernel": ("matcher", "PPPiii"),
     "argmax_kernel": ("matcher", "PPPii"),
     "argmax_f64_kernel": ("matcher", "PPPii"),
     "popcount_rows_kernel": ("matcher", "PPii"),
@@ -53,6 +54,7 @@ KERNELS: dict[str, tuple[str, str]] = {
     "sp_counts_kernel": ("superpixel", "PPPiiiii"),
     "member_matmul_kernel": ("superpixel", "PPPiii"),
     "eq5_sums_kernel": ("superpixel", "PPPPiiddd"),
+    "jaccard_sums_kernel": ("superpixel", "PPPPii"),
     "instance_scores_kernel": ("nms", "PPPPid"),
     "nms_suppress_kernel": ("nms", "PPPPPiid"),
     "nms_walk_kernel": ("nms", "PPPPPPPi"),

@@ -112,3 +112,20 @@ def eq5_from_sums(sums: Any, areas: Any, edge_total: Any, alpha: float, beta: fl
                   cl.ptr(edge_total), cl.ptr(out), k, n, float(alpha), float(beta),
                   float(gamma), stream=stream)
     return out
+
+
+def jaccard_from_sums(sums: Any, areas: Any, v_total: Any, out: Any = None,
+                      stream: Any = None) -> Any:
+    """Jaccard scores (scoring="iou") float64 [K, N] from the sums |V_k & P_n| [K, N], areas
+    int32 [N] and map sizes |V_k| int32 [K]; bit-identical to ``match_scores``."""
+    cl.check(sums, "sums", 2, (np.float64,))
+    cl.check(areas, "areas", 1, (np.int32,))
+    cl.check(v_total, "v_total", 1, (np.int32,))
+    k, n = int(v_total.shape[0]), int(areas.shape[0])
+    if tuple(sums.shape) != (k, n):
+        raise InputError(f"sums must be [K={k}, N={n}], got {tuple(sums.shape)}")
+    out = cl.output(out, "out", (k, n), np.float64)
+    if k * n:
+        cl.launch("jaccard_sums_kernel", cl.blocks(k * n, cl.BLOCK), cl.ptr(sums), cl.ptr(areas),
+                  cl.ptr(v_total), cl.ptr(out), k, n, stream=stream)
+    return out

@@ -1,13 +1,13 @@
 """The matching stage of Algorithm 1 on the GPU, with one synchronisation per image.
 
 enhanced maps (device float32 [K, h, w]) -> upsampled to the proposals' size -> binarise
-(min-max first for raw PRMs) -> contour E(V) and "dilate" background B(V) -> bit-pack ->
-Eq. 5 "icn" scores [K, N] (popcount over packed proposals, or superpixel sums when the
-proposals are unions of superpixels) -> arg-max -> instance scores -> class-aware greedy
-mask NMS (popcount IoU). Every kernel is queued on one stream; the host waits once, for the
-small results. The outputs equal what ``icnseg.postprocess.select_instances`` computes with
-numpy (``DeviceMatch``); scores are computed in double from exact pixel counts, so they are
-bit-identical, not just close.
+(min-max first for raw PRMs) -> contour E(V) and "dilate" background B(V) (not for "iou") ->
+bit-pack -> Eq. 5 "icn" or Jaccard "iou" scores [K, N] (popcount over packed proposals, or
+superpixel sums when the proposals are unions of superpixels) -> arg-max -> instance scores
+-> class-aware greedy mask NMS (popcount IoU). Every kernel is queued on one stream; the
+host waits once, for the small results. The outputs equal what
+``icnseg.postprocess.select_instances`` computes with numpy (``DeviceMatch``); scores are
+computed in double from exact pixel counts, so they are bit-identical, not just close.
 """
 
 from __future__ import annotations
@@ -63,15 +63,16 @@ class DeviceMatch:
 
 
 def _unsupported(cfg: MatchConfig) -> str | None:
-    """Why the device chain cannot match with ``cfg`` ("icn" scoring, "dilate"), or None."""
-    if cfg.scoring != "icn" or cfg.background != "dilate":
-        return (f"the CUDA matcher implements scoring='icn' with background='dilate', not "
-                f"scoring={cfg.scoring!r}, background={cfg.background!r}")
-    return None
+    """Why the device chain cannot match with ``cfg`` ("icn" scoring with the "dilate"
+    background, or "iou"), or None."""
+    if cfg.scoring == "iou" or (cfg.scoring == "icn" and cfg.background == "dilate"):
+        return None
+    return (f"the CUDA matcher implements scoring='icn' with background='dilate' and "
+            f"scoring='iou', not scoring={cfg.scoring!r}, background={cfg.background!r}")
 
 
 def check_supported(cfg: MatchConfig) -> None:
-    """ConfigError unless the device chain implements ``cfg`` ("icn" scoring, "dilate")."""
+    """ConfigError unless the device chain implements ``cfg`` (see ``_unsupported``)."""
     why = _unsupported(cfg)
     if why:
         raise ConfigError(f"{why}; use the CPU matcher (icnseg.postprocess.select_instances)")
@@ -97,16 +98,25 @@ def upload_proposals(proposals: Proposals, stream: Any = None,
 
 def _scores(packed: Any, props: DeviceProposals, k: int, cfg: MatchConfig, stream: Any,
             scratch: list) -> Any:
-    """Eq. 5 "icn" scores float64 [K, N] from packed V, E, B rows [3K, W32]."""
+    """Scores float64 [K, N]: Eq. 5 "icn" from packed V, E, B rows [3K, W32], or "iou" from
+    packed V rows [K, W32]."""
+    if props.labels is not None:
+        s = int(props.membership.shape[1])
+        counts = cuda_superpixel.superpixel_counts(packed, props.labels, s, stream=stream)
+        sums = cuda_superpixel.member_matmul(counts, props.membership, stream=stream)
+        scratch.extend([counts, sums])
+    if cfg.scoring == "iou":
+        if props.labels is None:
+            return ck.jaccard_scores(packed, props.packed, stream=stream)
+        v_total = ck.popcount_rows(packed, stream=stream)
+        scratch.append(v_total)
+        return cuda_superpixel.jaccard_from_sums(sums, props.areas, v_total, stream=stream)
     v, e, b = packed[:k], packed[k:2 * k], packed[2 * k:]
     if props.labels is None:
         return ck.match_scores(v, e, b, props.packed, props.areas, cfg.alpha, cfg.beta,
                                cfg.gamma, stream=stream)
-    s = int(props.membership.shape[1])
-    counts = cuda_superpixel.superpixel_counts(packed, props.labels, s, stream=stream)
-    sums = cuda_superpixel.member_matmul(counts, props.membership, stream=stream)
     edge_total = ck.popcount_rows(e, stream=stream)
-    scratch.extend([counts, sums, edge_total])
+    scratch.append(edge_total)
     return cuda_superpixel.eq5_from_sums(sums, props.areas, edge_total, cfg.alpha, cfg.beta,
                                          cfg.gamma, stream=stream)
 
@@ -172,13 +182,15 @@ def match_instances(maps: Any, proposals: DeviceProposals | Proposals, classes: 
     props = proposals if isinstance(proposals, DeviceProposals) else upload_proposals(
         proposals, stream)
     scratch: list = [props]
-    veb = cl.empty((3 * k, h, w), np.uint8)  # V, E, B stacked: one pack launch for all
+    layers = 1 if cfg.match.scoring == "iou" else 3  # "iou" needs V only, no E(V) or B(V)
+    veb = cl.empty((layers * k, h, w), np.uint8)  # V, E, B stacked: one pack launch for all
     threshold = cfg.naive_threshold if normalize else cfg.threshold
     ck.minmax_binarize(maps, threshold, normalize=normalize, out=veb[:k], stream=stream)
-    ck.contour(veb[:k], cfg.match.contour_width, out=veb[k:2 * k], stream=stream,
-               scratch=scratch)
-    ck.background(veb[:k], cfg.match.dilate_radius, out=veb[2 * k:], stream=stream,
-                  scratch=scratch)
+    if layers == 3:
+        ck.contour(veb[:k], cfg.match.contour_width, out=veb[k:2 * k], stream=stream,
+                   scratch=scratch)
+        ck.background(veb[:k], cfg.match.dilate_radius, out=veb[2 * k:], stream=stream,
+                      scratch=scratch)
     packed = ck.pack_masks(veb, stream=stream)
     scores = _scores(packed, props, k, cfg.match, stream, scratch)
     index, quality = ck.argmax_rows(scores, stream=stream)

@@ -104,16 +104,19 @@ def emu_or_none(device, request):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("factorised", [True, False])
 @pytest.mark.parametrize("enhanced", [True, False])
+@pytest.mark.parametrize("scoring", ["icn", "iou"])
 def test_chain_equals_select_instances(device, emu_or_none, dev_helpers, seed, factorised,
-                                       enhanced) -> None:
-    """Random images (H*W not a multiple of 32), both score paths, ICN and raw maps."""
+                                       enhanced, scoring) -> None:
+    """Random images (H*W not a multiple of 32), both score paths, ICN and raw maps, both
+    rules the device implements."""
     to_dev, _ = dev_helpers
     rng = np.random.default_rng(seed)
     h, w, k, n = (23, 29, 7, 30) if seed != 2 else (16, 16, 12, 45)
     maps = _maps(rng, k, h, w)
     stages = _stages(maps, rng, enhanced)
     proposals = _proposals(rng, h, w, n, maps >= 0.5)
-    cfg = SegmentConfig(match=MatchConfig(dilate_radius=2 + seed, contour_width=1 + seed % 2,
+    cfg = SegmentConfig(match=MatchConfig(scoring=scoring, dilate_radius=2 + seed,
+                                          contour_width=1 + seed % 2,
                                           nms_iou=0.3 + 0.2 * seed),
                         min_quality=0.0 if seed else 0.2)
     _check(device, emu_or_none, to_dev, stages, proposals, cfg, factorised)
@@ -134,7 +137,9 @@ def test_chain_edge_cases(device, emu_or_none, dev_helpers, case) -> None:
     stages = _stages(maps, rng, enhanced=True)
     proposals = _proposals(rng, h, w, 0 if case == "no_proposals" else n, maps >= 0.5)
     for factorised in (True, False):
-        _check(device, None, to_dev, stages, proposals, SegmentConfig(), factorised)
+        for scoring in ("icn", "iou"):
+            cfg = SegmentConfig(match=MatchConfig(scoring=scoring))
+            _check(device, None, to_dev, stages, proposals, cfg, factorised)
 
 
 def test_uploaded_proposals_are_reused(device, dev_helpers) -> None:
@@ -165,9 +170,11 @@ def test_uploaded_proposals_are_reused(device, dev_helpers) -> None:
 
 
 def test_unsupported_configs_say_so() -> None:
-    """Only "icn" scoring with the "dilate" background runs on the device (no GPU needed)."""
+    """Only "icn" scoring with the "dilate" background, and "iou", run on the device (no GPU
+    needed)."""
     for match in (MatchConfig(scoring="paper"), MatchConfig(scoring="prm"),
                   MatchConfig(background="crm")):
         with pytest.raises(ConfigError, match="CPU matcher"):
             gpu_matcher.match_instances(None, None, [], [], SegmentConfig(match=match))
     gpu_matcher.check_supported(MatchConfig())
+    gpu_matcher.check_supported(MatchConfig(scoring="iou", background="crm"))  # B(V) unused

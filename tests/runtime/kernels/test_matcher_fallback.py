@@ -49,7 +49,7 @@ def test_every_module_is_really_loaded(fresh, monkeypatch) -> None:
 
 
 def test_unsupported_rule_is_one_notice_then_numpy(fresh, monkeypatch, capsys) -> None:
-    """A rule the kernels lack (scoring='iou') is announced once and never loads them."""
+    """A rule the kernels lack (scoring='paper') is announced once and never loads them."""
     import dataclasses
 
     from icnseg import notice
@@ -57,8 +57,8 @@ def test_unsupported_rule_is_one_notice_then_numpy(fresh, monkeypatch, capsys) -
     monkeypatch.setattr(notice, "_seen", set())
     monkeypatch.setattr(cl, "function", lambda name: pytest.fail("kernels loaded"))
     base = SegmentConfig()
-    cfg = dataclasses.replace(base, match=dataclasses.replace(base.match, scoring="iou"))
+    cfg = dataclasses.replace(base, match=dataclasses.replace(base.match, scoring="paper"))
     assert gpu_matcher.device_matcher_available(cfg) is False
     assert gpu_matcher.device_matcher_available(cfg) is False
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "scoring='iou'" in err and "numpy" in err
+    assert err.count("\n") == 1 and "scoring='paper'" in err and "numpy" in err
