@@ -91,23 +91,26 @@ def select_instances(
     return instances_from(stages, proposals, classes, keep, idx, cls, score, quality)
 
 
+def peak_pixels(peaks: np.ndarray, grid: tuple[int, int], shape: tuple[int, int]
+                ) -> np.ndarray:
+    """Pixel (row, col) int64 [K, 2] at ``shape`` of each peak [K, 3] (class, row, col) of a
+    ``grid``-sized response map: the centre of its cell."""
+    stride = np.array([shape[0] / grid[0], shape[1] / grid[1]])
+    return ((np.asarray(peaks)[:, 1:3] + 0.5) * stride).astype(np.int64)
+
+
 def instances_from(stages: Stages, proposals: Proposals, classes, keep: np.ndarray,
                    idx: np.ndarray, cls: np.ndarray, score: np.ndarray, quality: np.ndarray
                    ) -> list[Instance]:
     """Instance records for the kept peaks (masks and peaks at the proposals' size)."""
-    h, w = proposals.shape
-    stride_y = h / stages.crm.shape[1]
-    stride_x = w / stages.crm.shape[2]
+    px = peak_pixels(stages.peaks, stages.crm.shape[1:], proposals.shape)
     return [
         Instance(
             class_name=classes[cls[i]],
             class_index=int(cls[i]),
             score=float(score[i]),
             mask=proposals.mask_rows(idx[i:i + 1])[0],
-            peak=(
-                int((stages.peaks[i, 1] + 0.5) * stride_y),
-                int((stages.peaks[i, 2] + 0.5) * stride_x),
-            ),
+            peak=(int(px[i, 0]), int(px[i, 1])),
             quality=float(quality[i]),
         )
         for i in keep

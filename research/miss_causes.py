@@ -25,15 +25,6 @@ FOUND_IOU = 0.5  # mAP^r@0.5's bar
 CAUSES = ("found", "peak, no mask", "no peak")
 
 
-def peak_pixels(peaks: np.ndarray, grid: tuple[int, int], shape: tuple[int, int]
-                ) -> np.ndarray:
-    """Image pixel (row, col) of each peak [K, 3] (class, row, col) of a ``grid``-sized map."""
-    h, w = shape
-    rows = np.minimum(((peaks[:, 1] + 0.5) * h / grid[0]).astype(int), h - 1)
-    cols = np.minimum(((peaks[:, 2] + 0.5) * w / grid[1]).astype(int), w - 1)
-    return np.stack([rows, cols], 1)
-
-
 def causes(gt_masks: np.ndarray, gt_classes: np.ndarray, pred_masks: np.ndarray,
            pred_classes: np.ndarray, peak_classes: np.ndarray, peak_px: np.ndarray
            ) -> list[str]:
@@ -56,6 +47,7 @@ def causes(gt_masks: np.ndarray, gt_classes: np.ndarray, pred_masks: np.ndarray,
 def count_causes(model, dataset, n: int, scoring: str) -> dict[int, dict[str, int]]:
     """{T: {cause: instances}} over the first ``n`` images of ``dataset``."""
     from icnseg.benchmarks.ablation import icn_passes
+    from icnseg.postprocess import peak_pixels
 
     base = model.segment_config()
     cfg = dataclasses.replace(base, match=dataclasses.replace(base.match, scoring=scoring))
