@@ -1,5 +1,6 @@
 // icnseg matcher kernels: bit-packing, Eq. 5 ("icn") and Jaccard ("iou") score matrices
-// over packed proposals, row arg-max, per-row popcount, pairwise popcount IoU and per-sample min-max binarisation.
+// over packed proposals, row arg-max, per-row popcount, pairwise popcount IoU and
+// per-sample min-max binarisation.
 // Layout and launch conventions: common.cuh. The sizes below are only the recommended ones;
 // kernels that use warps need blockDim.x to be a multiple of 32.
 

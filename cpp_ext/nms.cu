@@ -56,23 +56,13 @@ extern "C" __global__ void nms_suppress_kernel(const uint32_t* __restrict__ pack
             if (ri == rj) {
                 result = 1;  // the same proposal: identical masks
             } else {
-                const uint32_t* a = packed + (long long)ri * w32;
-                const uint32_t* b = packed + (long long)rj * w32;
-                unsigned int inter = 0u, area_a = 0u, area_b = 0u;
-                for (int w = lane; w < w32; w += ICN_WARP) {
-                    const uint32_t x = a[w];
-                    const uint32_t y = b[w];
-                    inter += __popc(x & y);
-                    area_a += __popc(x);
-                    area_b += __popc(y);
-                }
-                inter = icn_warp_sum(inter);
-                area_a = icn_warp_sum(area_a);
-                area_b = icn_warp_sum(area_b);
-                const double in = (double)inter;
-                const double uni = __dsub_rn(__dadd_rn((double)area_a, (double)area_b), in);
-                const bool identical = inter == area_a && inter == area_b;
-                result = (icn_ratio(in, uni) >= thr || identical) ? 1 : 0;
+                unsigned int inter, uni;
+                icn_warp_overlap(packed + (long long)ri * w32, packed + (long long)rj * w32,
+                                 w32, &inter, &uni);
+                // |a | b| equals |a| + |b| - |a & b| exactly; the masks are identical (empty
+                // ones too) exactly when the overlap is the union
+                const bool identical = inter == uni;
+                result = (icn_ratio((double)inter, (double)uni) >= thr || identical) ? 1 : 0;
             }
         }
         if (lane == 0) {
