@@ -350,3 +350,16 @@ def test_color_jitter_changes_only_the_icns_image_input(monkeypatch, tiny_checkp
     assert torch.equal(r1, r0)  # the PRM inputs (and crops) are those of the unjittered run
     changed = (x1 != x0).flatten(1).any(1)
     assert changed.all()  # every image of the batch got a new look
+
+
+def test_pseudo_scoring_choices_are_the_matchers_rules():
+    """The flag's Literal and matching.SCORINGS name the same rules (two lists, one set)."""
+    import dataclasses
+    import typing
+
+    from icnseg.matching import SCORINGS
+
+    field = {f.name: f for f in dataclasses.fields(Stage2Config)}["pseudo_scoring"]
+    hints = typing.get_type_hints(Stage2Config)
+    assert field.default in SCORINGS
+    assert set(typing.get_args(hints["pseudo_scoring"])) == set(SCORINGS)
